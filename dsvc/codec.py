@@ -1,0 +1,102 @@
+"""Canonical msgpack encoding and zstd framing: one byte string per value, whatever produced it.
+
+Canonical rules (DESIGN §3): maps sorted by their encoded keys, minimal integer widths, floats always
+float64, strings UTF-8, bytes as msgpack bin. Decoding then re-encoding gives the same bytes, so ids are
+stable. Framing is a one-byte header (raw or zstd) before the payload; the id never depends on it.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import msgpack
+import zstandard
+
+from dsvc.errors import CorruptObject
+
+RAW = 0
+ZSTD = 1
+DEFAULT_LEVEL = 3
+# Objects larger than this are refused on decode, bounding what untrusted bytes can make us allocate.
+MAX_OBJECT_SIZE = 1 << 30
+# Below this size zstd's frame header costs more than it saves.
+MIN_COMPRESS = 64
+
+_local = threading.local()
+
+
+def canonical(value: Any) -> Any:
+    """Return value with every map sorted by encoded key and NaN refused, ready for `encode`."""
+    if isinstance(value, Mapping):
+        items = [(k, canonical(v)) for k, v in value.items()]
+        items.sort(key=lambda kv: _packb(kv[0]))
+        return dict(items)
+    if isinstance(value, list | tuple):
+        return [canonical(v) for v in value]
+    if isinstance(value, float) and math.isnan(value):
+        raise ValueError("NaN cannot be stored")
+    return value
+
+
+def _packb(value: Any) -> bytes:
+    return msgpack.packb(value, use_bin_type=True, use_single_float=False, strict_types=False)  # type: ignore[no-any-return]
+
+
+def encode(value: Any) -> bytes:
+    """Encode an already canonical value (see `canonical`) to msgpack bytes."""
+    try:
+        return _packb(value)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ValueError(f"cannot encode value: {exc}") from None
+
+
+def decode(data: bytes | memoryview) -> Any:
+    """Decode msgpack bytes; malformed input raises CorruptObject."""
+    try:
+        return msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=False)
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, TypeError) as exc:
+        raise CorruptObject(f"undecodable object: {exc}") from None
+
+
+def _compressor(level: int) -> zstandard.ZstdCompressor:
+    cache: dict[int, zstandard.ZstdCompressor] = _local.__dict__.setdefault("compressors", {})
+    if level not in cache:
+        cache[level] = zstandard.ZstdCompressor(level=level, write_content_size=True, write_checksum=False)
+    return cache[level]
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    if not hasattr(_local, "decompressor"):
+        _local.decompressor = zstandard.ZstdDecompressor()
+    return _local.decompressor  # type: ignore[no-any-return]
+
+
+def frame(data: bytes, level: int = DEFAULT_LEVEL) -> bytes:
+    """Frame bytes for storage: zstd when it saves space, raw otherwise (already compressed media)."""
+    if level > 0 and len(data) >= MIN_COMPRESS:
+        packed = _compressor(level).compress(data)
+        if len(packed) < len(data):
+            return bytes((ZSTD,)) + packed
+    return bytes((RAW,)) + data
+
+
+def unframe(stored: bytes | memoryview, max_size: int = MAX_OBJECT_SIZE) -> bytes:
+    """Undo `frame`; a bad header, a damaged zstd frame or an oversized payload raises CorruptObject."""
+    if len(stored) == 0:
+        raise CorruptObject("empty stored object")
+    header = stored[0]
+    body = stored[1:]
+    if header == RAW:
+        return bytes(body)
+    if header == ZSTD:
+        try:
+            params = zstandard.get_frame_parameters(body)
+            if params.content_size > max_size:
+                raise CorruptObject(f"object of {params.content_size} bytes exceeds the {max_size}-byte limit")
+            return _decompressor().decompress(body, max_output_size=max_size)
+        except zstandard.ZstdError as exc:
+            raise CorruptObject(f"damaged compressed object: {exc}") from None
+    raise CorruptObject(f"unknown object framing {header}")

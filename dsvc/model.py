@@ -1,0 +1,163 @@
+"""Label geometry: the typed, validated annotation values that Labels objects hold.
+
+Validation happens here, once, when values enter dsvc (NaN, infinities and negative sizes are refused), so
+everything stored is well-formed and canonical. Each type converts to and from the plain msgpack value
+stored in objects.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def _finite(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{what} must be a number, got {value!r}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{what} must be finite, got {value!r}")
+    return number
+
+
+@dataclass(frozen=True, slots=True)
+class BBox:
+    """An axis-aligned box in pixels: top-left corner, width and height (COCO convention)."""
+
+    x: float
+    y: float
+    w: float
+    h: float
+
+    def __post_init__(self) -> None:
+        for name in ("x", "y", "w", "h"):
+            object.__setattr__(self, name, _finite(getattr(self, name), f"bbox {name}"))
+        if self.w < 0 or self.h < 0:
+            raise ValueError(f"bbox has negative size: width {self.w}, height {self.h}")
+
+    @property
+    def area(self) -> float:
+        return self.w * self.h
+
+    def to_value(self) -> list[float]:
+        return [self.x, self.y, self.w, self.h]
+
+    @classmethod
+    def from_value(cls, value: Sequence[Any]) -> BBox:
+        if not isinstance(value, list | tuple) or len(value) != 4:
+            raise ValueError(f"bbox must be [x, y, width, height], got {value!r}")
+        return cls(*value)
+
+
+@dataclass(frozen=True, slots=True)
+class RLE:
+    """A run-length encoded mask: COCO's compressed string form or its uncompressed list of counts."""
+
+    height: int
+    width: int
+    counts: str | tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if self.height < 0 or self.width < 0:
+            raise ValueError(f"mask size must be non-negative, got {self.height}x{self.width}")
+        if not isinstance(self.counts, str):
+            counts = tuple(self.counts)
+            if any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in counts):
+                raise ValueError("mask counts must be non-negative integers")
+            if sum(counts) != self.height * self.width:
+                raise ValueError(f"mask counts sum to {sum(counts)}, not {self.height}x{self.width}")
+            object.__setattr__(self, "counts", counts)
+
+    def to_value(self) -> list[Any]:
+        counts = self.counts if isinstance(self.counts, str) else list(self.counts)
+        return [self.height, self.width, counts]
+
+    @classmethod
+    def from_value(cls, value: Sequence[Any]) -> RLE:
+        height, width, counts = value
+        return cls(height, width, counts if isinstance(counts, str) else tuple(counts))
+
+
+Polygon = tuple[tuple[float, ...], ...]
+
+
+def polygon(rings: Sequence[Sequence[Any]]) -> Polygon:
+    """Validate COCO polygon rings: each a flat [x1, y1, x2, y2, ...] list of at least three points."""
+    out = []
+    for ring in rings:
+        if not isinstance(ring, list | tuple) or len(ring) % 2 or len(ring) < 6:
+            raise ValueError("a polygon ring must be a flat list of at least 3 (x, y) points")
+        out.append(tuple(_finite(v, "polygon coordinate") for v in ring))
+    if not out:
+        raise ValueError("a polygon needs at least one ring")
+    return tuple(out)
+
+
+def keypoints(values: Sequence[Any]) -> tuple[float, ...]:
+    """Validate COCO keypoints: a flat [x1, y1, v1, ...] list of triplets."""
+    if len(values) % 3:
+        raise ValueError("keypoints must be a flat list of (x, y, visibility) triplets")
+    return tuple(_finite(v, "keypoint") for v in values)
+
+
+@dataclass(frozen=True)
+class Annotation:
+    """One label (or prediction) on a frame: a class plus any of box, polygon, mask and keypoints.
+
+    A classification label has no geometry. `score` is set on predictions only. `attributes` keeps the
+    source's extra fields so that export reproduces them.
+    """
+
+    label: str
+    id: int | str | None = None
+    bbox: BBox | None = None
+    polygon: Polygon | None = None
+    mask: RLE | None = None
+    keypoints: tuple[float, ...] | None = None
+    iscrowd: bool = False
+    area: float | None = None
+    score: float | None = None
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.label, str) or not self.label:
+            raise ValueError(f"class must be a non-empty string, got {self.label!r}")
+        if self.area is not None:
+            area = _finite(self.area, "area")
+            if area < 0:
+                raise ValueError(f"area must be non-negative, got {area}")
+            object.__setattr__(self, "area", area)
+        if self.score is not None:
+            object.__setattr__(self, "score", _finite(self.score, "score"))
+
+    def to_value(self) -> list[Any]:
+        return [
+            self.label,
+            self.id,
+            self.bbox.to_value() if self.bbox else None,
+            [list(ring) for ring in self.polygon] if self.polygon else None,
+            self.mask.to_value() if self.mask else None,
+            list(self.keypoints) if self.keypoints is not None else None,
+            self.iscrowd,
+            self.area,
+            self.score,
+            dict(self.attributes),
+        ]
+
+    @classmethod
+    def from_value(cls, value: Sequence[Any]) -> Annotation:
+        label, ident, bbox, poly, mask, kps, iscrowd, area, score, attributes = value
+        return cls(
+            label=label,
+            id=ident,
+            bbox=BBox.from_value(bbox) if bbox is not None else None,
+            polygon=polygon(poly) if poly is not None else None,
+            mask=RLE.from_value(mask) if mask is not None else None,
+            keypoints=keypoints(kps) if kps is not None else None,
+            iscrowd=bool(iscrowd),
+            area=area,
+            score=score,
+            attributes=attributes,
+        )

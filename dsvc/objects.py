@@ -1,0 +1,303 @@
+"""Typed immutable objects and their canonical bytes: `[kind, version, ...fields]` in msgpack.
+
+An object's id is the BLAKE3 of these bytes (uncompressed). Every kind carries its format version, and a
+version newer than this code knows is refused rather than misread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, is_dataclass
+from functools import cached_property
+from typing import Any, ClassVar, TypeVar
+
+from dsvc import codec
+from dsvc.errors import CorruptObject, UnsupportedFormat
+from dsvc.hashing import ID_SIZE, ObjectId, hash_bytes
+from dsvc.model import Annotation
+
+FORMAT_VERSION = 1
+
+
+def _oid(value: Any) -> ObjectId:
+    if not isinstance(value, bytes) or len(value) != ID_SIZE:
+        raise ValueError(f"not an object id: {value!r}")
+    return ObjectId(value)
+
+
+def _opt_oid(value: Any) -> ObjectId | None:
+    return None if value is None else _oid(value)
+
+
+@dataclass(frozen=True)
+class Signature:
+    """Who did something and when: seconds since the epoch plus the zone offset in minutes."""
+
+    name: str
+    email: str
+    time: int
+    tz_minutes: int = 0
+
+    def to_value(self) -> list[Any]:
+        return [self.name, self.email, self.time, self.tz_minutes]
+
+    @classmethod
+    def from_value(cls, value: list[Any]) -> Signature:
+        name, email, time, tz = value
+        return cls(str(name), str(email), int(time), int(tz))
+
+
+class StoredObject:
+    """Shared behaviour of every object kind: canonical bytes, id, decoding."""
+
+    KIND: ClassVar[str]
+
+    def fields_value(self) -> list[Any]:
+        raise NotImplementedError
+
+    @classmethod
+    def from_fields(cls, values: list[Any]) -> StoredObject:
+        raise NotImplementedError
+
+    def to_bytes(self) -> bytes:
+        return codec.encode([self.KIND, FORMAT_VERSION, *codec.canonical(self.fields_value())])
+
+    @cached_property
+    def id(self) -> ObjectId:
+        return hash_bytes(self.to_bytes())
+
+
+@dataclass(frozen=True)
+class Media:
+    """One media file of a frame: a stored blob (id and size) or an external URL, under a path."""
+
+    path: str
+    blob: ObjectId | None = None
+    size: int | None = None
+    url: str | None = None
+
+    def to_value(self) -> list[Any]:
+        return [self.path, self.blob, self.size, self.url]
+
+    @classmethod
+    def from_value(cls, value: list[Any]) -> Media:
+        path, blob, size, url = value
+        return cls(str(path), _opt_oid(blob), size, url)
+
+
+@dataclass(frozen=True)
+class Frame(StoredObject):
+    """A frame: its media references and its metadata (everything the source says besides labels)."""
+
+    KIND: ClassVar[str] = "frame"
+    media: tuple[Media, ...]
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    def fields_value(self) -> list[Any]:
+        return [[m.to_value() for m in self.media], dict(self.metadata)]
+
+    @classmethod
+    def from_fields(cls, values: list[Any]) -> Frame:
+        media, metadata = values
+        return cls(tuple(Media.from_value(m) for m in media), dict(metadata))
+
+
+@dataclass(frozen=True)
+class Labels(StoredObject):
+    """All annotations of one frame, in source order."""
+
+    KIND: ClassVar[str] = "labels"
+    annotations: tuple[Annotation, ...]
+
+    def fields_value(self) -> list[Any]:
+        return [[a.to_value() for a in self.annotations]]
+
+    @classmethod
+    def from_fields(cls, values: list[Any]) -> Labels:
+        (annotations,) = values
+        return cls(tuple(Annotation.from_value(a) for a in annotations))
+
+
+@dataclass(frozen=True)
+class Node(StoredObject):
+    """A Merkle map node. Leaves (level 0) hold sorted keys and values; internal nodes hold each child's
+    last key, id and subtree entry count."""
+
+    KIND: ClassVar[str] = "node"
+    level: int
+    keys: tuple[bytes, ...]
+    values: tuple[bytes, ...]
+    counts: tuple[int, ...] = ()
+
+    def fields_value(self) -> list[Any]:
+        return [self.level, list(self.keys), list(self.values), list(self.counts)]
+
+    def to_bytes(self) -> bytes:
+        # Hot path: nodes hold no maps or floats, so canonicalisation has nothing to do.
+        return codec.encode([self.KIND, FORMAT_VERSION, self.level, self.keys, self.values, self.counts])
+
+    @classmethod
+    def from_fields(cls, values: list[Any]) -> Node:
+        level, keys, vals, counts = values
+        if not isinstance(level, int) or level < 0 or len(keys) != len(vals):
+            raise ValueError("malformed node")
+        if level and len(counts) != len(keys):
+            raise ValueError("internal node without a count per child")
+        return cls(level, tuple(keys), tuple(vals), tuple(counts))
+
+    @property
+    def size(self) -> int:
+        """Entries in the subtree under this node."""
+        return sum(self.counts) if self.level else len(self.keys)
+
+
+@dataclass(frozen=True)
+class Commit(StoredObject):
+    """A frozen version: the root of each column map (frames, labels, files, ...), parents, author, message."""
+
+    KIND: ClassVar[str] = "commit"
+    roots: Mapping[str, ObjectId]
+    parents: tuple[ObjectId, ...]
+    author: Signature
+    message: str
+
+    def fields_value(self) -> list[Any]:
+        return [dict(self.roots), list(self.parents), self.author.to_value(), self.message]
+
+    @classmethod
+    def from_fields(cls, values: list[Any]) -> Commit:
+        roots, parents, author, message = values
+        return cls(
+            {str(k): _oid(v) for k, v in roots.items()},
+            tuple(_oid(p) for p in parents),
+            Signature.from_value(author),
+            str(message),
+        )
+
+
+@dataclass(frozen=True)
+class Checkpoint(StoredObject):
+    """A named, annotated pointer to a commit. Edits write a new object whose `previous` is the old one."""
+
+    KIND: ClassVar[str] = "checkpoint"
+    name: str
+    commit: ObjectId
+    description: str
+    metadata: Mapping[str, Any]
+    created: Signature
+    archived: bool = False
+    previous: ObjectId | None = None
+
+    def fields_value(self) -> list[Any]:
+        return [
+            self.name,
+            self.commit,
+            self.description,
+            dict(self.metadata),
+            self.created.to_value(),
+            self.archived,
+            self.previous,
+        ]
+
+    @classmethod
+    def from_fields(cls, values: list[Any]) -> Checkpoint:
+        name, commit, description, metadata, created, archived, previous = values
+        return cls(
+            str(name),
+            _oid(commit),
+            str(description),
+            dict(metadata),
+            Signature.from_value(created),
+            bool(archived),
+            _opt_oid(previous),
+        )
+
+
+@dataclass(frozen=True)
+class InferenceSet(StoredObject):
+    """One version of a model's predictions: a map frame id -> Labels (with scores), tied to a checkpoint."""
+
+    KIND: ClassVar[str] = "inference"
+    name: str
+    model: str
+    predictions: ObjectId
+    checkpoint: ObjectId | None
+    parents: tuple[ObjectId, ...]
+    metadata: Mapping[str, Any]
+    created: Signature
+    message: str = ""
+
+    def fields_value(self) -> list[Any]:
+        return [
+            self.name,
+            self.model,
+            self.predictions,
+            self.checkpoint,
+            list(self.parents),
+            dict(self.metadata),
+            self.created.to_value(),
+            self.message,
+        ]
+
+    @classmethod
+    def from_fields(cls, values: list[Any]) -> InferenceSet:
+        name, model, predictions, checkpoint, parents, metadata, created, message = values
+        return cls(
+            str(name),
+            str(model),
+            _oid(predictions),
+            _opt_oid(checkpoint),
+            tuple(_oid(p) for p in parents),
+            dict(metadata),
+            Signature.from_value(created),
+            str(message),
+        )
+
+
+KINDS: dict[str, type[StoredObject]] = {
+    kind.KIND: kind for kind in (Frame, Labels, Node, Commit, Checkpoint, InferenceSet)
+}
+
+T = TypeVar("T", bound=StoredObject)
+
+
+def decode_object(data: bytes, expect: type[T] | None = None) -> StoredObject:
+    """Decode canonical bytes into their typed object; anything malformed raises CorruptObject."""
+    value = codec.decode(data)
+    if not isinstance(value, list) or len(value) < 2 or not isinstance(value[0], str):
+        raise CorruptObject("not a dsvc object")
+    kind, version, *rest = value
+    cls = KINDS.get(kind)
+    if cls is None:
+        raise CorruptObject(f"unknown object kind {kind!r}")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise UnsupportedFormat(f"{kind} object has format version {version}; this dsvc reads up to {FORMAT_VERSION}")
+    if expect is not None and cls is not expect:
+        raise CorruptObject(f"expected a {expect.KIND} object, found a {kind}")
+    try:
+        return cls.from_fields(rest)
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise CorruptObject(f"malformed {kind} object: {exc}") from None
+
+
+def load(data: bytes, expect: type[T]) -> T:
+    """Decode bytes that must hold an object of the given kind."""
+    obj = decode_object(data, expect)
+    assert isinstance(obj, expect)
+    return obj
+
+
+def to_jsonable(value: Any) -> Any:
+    """Return a JSON-ready view of an object: ids as hex, dataclasses as maps with a `kind`."""
+    if is_dataclass(value) and not isinstance(value, type):
+        out: dict[str, Any] = {"kind": value.KIND} if isinstance(value, StoredObject) else {}
+        for f in fields(value):
+            out[f.name] = to_jsonable(getattr(value, f.name))
+        return out
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    return value

@@ -1,0 +1,138 @@
+"""Loose media blobs: one raw, read-only file per blob under `ab/cd/<id>`, named by the BLAKE3 of its bytes.
+
+Blobs are kept raw (never compressed) so checkout can copy or reflink them. Storing a file streams it once:
+read, hash and write in the same pass, in constant memory. Inside a batch, new files are made durable by
+one `syncfs` before they are renamed into place, instead of one fsync each.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+from dsvc.atomic import fsync_dir, sync_tree
+from dsvc.errors import CorruptObject, ObjectMissing
+from dsvc.hashing import CHUNK, HEX_SIZE, ObjectId, hasher, iter_chunks
+
+
+class LooseBlobs:
+    """The folder of loose blobs, with deferred durability for batches."""
+
+    def __init__(self, root: Path, tmp: Path) -> None:
+        self.root = root
+        self.tmp = tmp
+        self._known_dirs: set[str] = set()
+        self._pending: dict[ObjectId, Path] | None = None
+
+    def path(self, oid: bytes) -> Path:
+        hexid = oid.hex()
+        return self.root / hexid[:2] / hexid[2:4] / hexid
+
+    def contains(self, oid: bytes) -> bool:
+        return self.path(oid).is_file()
+
+    def begin(self) -> None:
+        self._pending = {}
+
+    def end(self, commit: bool) -> None:
+        """Finish a batch: flush all new files with one sync, then rename them into place."""
+        pending, self._pending = self._pending or {}, None
+        if not pending:
+            return
+        if not commit:
+            for tmp in pending.values():
+                tmp.unlink(missing_ok=True)
+            return
+        sync_tree(self.tmp)
+        for oid, tmp in pending.items():
+            self._install(tmp, oid)
+        sync_tree(self.root)
+
+    def _install(self, tmp: Path, oid: ObjectId) -> None:
+        dest = self.path(oid)
+        folder = dest.parent
+        key = str(folder)
+        if key not in self._known_dirs:
+            folder.mkdir(parents=True, exist_ok=True)
+            self._known_dirs.add(key)
+        os.replace(tmp, dest)
+
+    def put_stream(self, chunks: Iterator[bytes]) -> tuple[ObjectId, int]:
+        """Store a stream of bytes; return its id and size. Existing blobs are not written again."""
+        tmp = self.tmp / f"blob-{secrets.token_hex(8)}"
+        h = hasher()
+        size = 0
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+        try:
+            for chunk in chunks:
+                h.update(chunk)
+                size += len(chunk)
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view) :]
+            if self._pending is None:
+                os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise
+        os.close(fd)
+        oid = ObjectId(h.digest())
+        if self.contains(oid) or (self._pending is not None and oid in self._pending):
+            tmp.unlink()
+        elif self._pending is not None:
+            self._pending[oid] = tmp
+        else:
+            self._install(tmp, oid)
+            fsync_dir(self.path(oid).parent)
+        return oid, size
+
+    def read(self, oid: ObjectId) -> bytes:
+        """Return a blob's bytes after checking they hash to its id."""
+        try:
+            data = self.path(oid).read_bytes()
+        except FileNotFoundError:
+            raise ObjectMissing(f"blob {oid.hex()} is not in the store") from None
+        h = hasher()
+        h.update(data)
+        if h.digest() != oid:
+            raise CorruptObject(f"blob {oid.hex()} is corrupt: its bytes do not hash to its id")
+        return data
+
+    def copy_to(self, oid: ObjectId, dest: Path) -> None:
+        """Copy a blob to dest through a temporary file, verifying its hash on the way."""
+        src = self.path(oid)
+        tmp = dest.with_name(f".{dest.name}.tmp-{secrets.token_hex(4)}")
+        h = hasher()
+        try:
+            with open(src, "rb") as fin, open(tmp, "wb") as fout:
+                for chunk in iter_chunks(fin, CHUNK):
+                    h.update(chunk)
+                    fout.write(chunk)
+        except FileNotFoundError:
+            tmp.unlink(missing_ok=True)
+            if not src.exists():
+                raise ObjectMissing(f"blob {oid.hex()} is not in the store") from None
+            raise
+        if h.digest() != oid:
+            tmp.unlink(missing_ok=True)
+            raise CorruptObject(f"blob {oid.hex()} is corrupt: its bytes do not hash to its id")
+        os.replace(tmp, dest)
+
+    def iter_ids(self) -> Iterator[ObjectId]:
+        if not self.root.is_dir():
+            return
+        for first in sorted(self.root.iterdir()):
+            for second in sorted(first.iterdir()):
+                for entry in sorted(second.iterdir()):
+                    if len(entry.name) == HEX_SIZE:
+                        yield ObjectId(bytes.fromhex(entry.name))
+
+    def find_prefix(self, prefix: str) -> list[ObjectId]:
+        """Return the blobs whose hex id starts with prefix (at least 4 digits)."""
+        folder = self.root / prefix[:2] / prefix[2:4]
+        if not folder.is_dir():
+            return []
+        return [ObjectId(bytes.fromhex(e.name)) for e in folder.iterdir() if e.name.startswith(prefix)]

@@ -1,0 +1,384 @@
+"""Object stores: structured objects and media blobs by id, verified on every read.
+
+`ObjectStore` holds the shared logic (framing, verification, counting, batching); `DiskObjectStore` keeps
+objects in packs and blobs as loose files under `.dsvc/objects`, `MemoryObjectStore` keeps both in dicts for
+tests and scratch work. Both pass the same conformance suite.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+
+from dsvc import codec
+from dsvc.atomic import write_file
+from dsvc.errors import CorruptObject, ObjectMissing
+from dsvc.hashing import HEX_SIZE, ObjectId, hash_bytes, iter_chunks
+from dsvc.objects import StoredObject, load
+from dsvc.store.loose import LooseBlobs
+from dsvc.store.packs import ID_DTYPE, PackIndex, PackReader, write_pack
+
+T = TypeVar("T", bound=StoredObject)
+
+# A batch's objects are written out as one pack once they pass this size (DESIGN §10: packs of ~64 MiB).
+PACK_TARGET = 64 << 20
+
+
+@dataclass
+class StoreCounters:
+    """How many objects a piece of work touched: the unit the complexity tests assert on."""
+
+    reads: int = 0
+    writes: int = 0
+    blob_reads: int = 0
+    blob_writes: int = 0
+
+    def reset(self) -> None:
+        self.reads = self.writes = self.blob_reads = self.blob_writes = 0
+
+
+def _prefix_bounds(prefix: str) -> tuple[bytes, bytes]:
+    """Turn a hex prefix into the lowest and highest full ids that start with it."""
+    return bytes.fromhex(prefix.ljust(HEX_SIZE, "0")), bytes.fromhex(prefix.ljust(HEX_SIZE, "f"))
+
+
+class ObjectStore(ABC):
+    """Content-addressed storage of structured objects (framed, verified) and media blobs (raw)."""
+
+    def __init__(self, compression_level: int = codec.DEFAULT_LEVEL) -> None:
+        self.level = compression_level
+        self.counters = StoreCounters()
+        self._batch: dict[ObjectId, bytes] | None = None
+        self._batch_bytes = 0
+
+    # -- what each implementation provides -------------------------------------------------------------
+
+    @abstractmethod
+    def _read_stored(self, oid: ObjectId) -> bytes | None:
+        """Return an object's stored (framed) bytes, or None when absent."""
+
+    @abstractmethod
+    def _write_stored(self, entries: dict[ObjectId, bytes]) -> None:
+        """Durably store new objects (none of which exist yet)."""
+
+    @abstractmethod
+    def _has_stored(self, oids: list[ObjectId]) -> list[bool]:
+        """Tell, for each id, whether a structured object with it is stored."""
+
+    @abstractmethod
+    def iter_stored(self) -> Iterator[tuple[ObjectId, bytes]]:
+        """Yield every stored object as (id, stored bytes), for fsck."""
+
+    @abstractmethod
+    def _find_stored_prefix(self, low: bytes, high: bytes) -> list[ObjectId]:
+        """Return stored object ids between low and high inclusive."""
+
+    @abstractmethod
+    def has_blob(self, oid: ObjectId) -> bool:
+        """Tell whether a media blob is stored."""
+
+    @abstractmethod
+    def _put_blob_chunks(self, chunks: Iterator[bytes]) -> tuple[ObjectId, int]:
+        """Store a blob from a stream of chunks; return (id, size)."""
+
+    @abstractmethod
+    def read_blob(self, oid: ObjectId) -> bytes:
+        """Return a blob's bytes, verified against its id."""
+
+    @abstractmethod
+    def copy_blob(self, oid: ObjectId, dest: Path) -> None:
+        """Write a blob to dest atomically, verified against its id."""
+
+    @abstractmethod
+    def iter_blobs(self) -> Iterator[ObjectId]:
+        """Yield the id of every stored blob."""
+
+    @abstractmethod
+    def _find_blob_prefix(self, prefix: str) -> list[ObjectId]:
+        """Return the blob ids that start with a hex prefix."""
+
+    def _begin_blobs(self) -> None:
+        """Start deferring blob durability until the batch ends."""
+
+    def _end_blobs(self, commit: bool) -> None:
+        """Make a batch's blobs durable (or drop them)."""
+
+    # -- structured objects ----------------------------------------------------------------------------
+
+    def get(self, oid: ObjectId) -> bytes:
+        """Return an object's canonical bytes after checking they hash to its id."""
+        stored = self._batch.get(oid) if self._batch is not None else None
+        if stored is None:
+            stored = self._read_stored(oid)
+        if stored is None:
+            raise ObjectMissing(f"object {oid.hex()} is not in the store")
+        self.counters.reads += 1
+        try:
+            data = codec.unframe(stored)
+        except CorruptObject as exc:
+            raise CorruptObject(f"object {oid.hex()} is corrupt: {exc}") from None
+        if hash_bytes(data) != oid:
+            raise CorruptObject(f"object {oid.hex()} is corrupt: its bytes do not hash to its id")
+        return data
+
+    def get_object(self, oid: ObjectId, expect: type[T]) -> T:
+        """Return a typed object; a wrong kind or malformed bytes raise CorruptObject."""
+        try:
+            return load(self.get(oid), expect)
+        except CorruptObject as exc:
+            raise CorruptObject(f"object {oid.hex()}: {exc}") from None
+
+    def put(self, data: bytes) -> ObjectId:
+        """Store canonical object bytes and return their id; storing twice is harmless."""
+        oid = hash_bytes(data)
+        if self._batch is not None:
+            if oid not in self._batch:
+                self._batch[oid] = codec.frame(data, self.level)
+                self._batch_bytes += len(self._batch[oid])
+                if self._batch_bytes >= PACK_TARGET:
+                    self._flush()
+            return oid
+        if not self._has_stored([oid])[0]:
+            self._write_stored({oid: codec.frame(data, self.level)})
+            self.counters.writes += 1
+        return oid
+
+    def put_object(self, obj: StoredObject) -> ObjectId:
+        oid = self.put(obj.to_bytes())
+        assert oid == obj.id
+        return oid
+
+    def contains(self, oid: ObjectId) -> bool:
+        """Tell whether an object or a blob with this id is stored."""
+        if self._batch is not None and oid in self._batch:
+            return True
+        return self._has_stored([oid])[0] or self.has_blob(oid)
+
+    def contains_many(self, oids: Iterable[ObjectId]) -> list[bool]:
+        """Tell, for many structured object ids at once, which are stored: one vectorised lookup."""
+        wanted = list(oids)
+        found = self._has_stored(wanted)
+        if self._batch is not None:
+            found = [f or oid in self._batch for f, oid in zip(found, wanted, strict=True)]
+        return found
+
+    def find_prefix(self, prefix: str) -> list[ObjectId]:
+        """Return every object or blob id starting with a hex prefix."""
+        prefix = prefix.lower()
+        low, high = _prefix_bounds(prefix)
+        found = set(self._find_stored_prefix(low, high)) | set(self._find_blob_prefix(prefix))
+        if self._batch is not None:
+            found |= {oid for oid in self._batch if oid.hex().startswith(prefix)}
+        return sorted(found)
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group every write inside into as few packs as possible, made durable when the block ends.
+
+        If the block raises, objects not yet flushed are dropped; flushed packs are harmless (unreferenced).
+        """
+        if self._batch is not None:
+            yield
+            return
+        self._batch, self._batch_bytes = {}, 0
+        self._begin_blobs()
+        committed = False
+        try:
+            yield
+            self._flush()
+            committed = True
+        finally:
+            self._batch = None
+            self._end_blobs(committed)
+
+    def _flush(self) -> None:
+        pending = self._batch or {}
+        if not pending:
+            return
+        ids = list(pending)
+        fresh = {oid: pending[oid] for oid, found in zip(ids, self._has_stored(ids), strict=True) if not found}
+        if fresh:
+            self._write_stored(fresh)
+            self.counters.writes += len(fresh)
+        pending.clear()
+        self._batch_bytes = 0
+
+    # -- blobs -----------------------------------------------------------------------------------------
+
+    def put_blob(self, data: bytes) -> ObjectId:
+        """Store an in-memory blob."""
+        oid, _ = self._put_blob_chunks(iter([data]))
+        self.counters.blob_writes += 1
+        return oid
+
+    def put_blob_file(self, path: Path) -> tuple[ObjectId, int]:
+        """Store a file as a blob in one streaming pass; return (id, size)."""
+        with open(path, "rb") as handle:
+            result = self._put_blob_chunks(iter_chunks(handle))
+        self.counters.blob_writes += 1
+        return result
+
+    # -- verification ----------------------------------------------------------------------------------
+
+    def verify(self) -> Iterator[tuple[ObjectId, str]]:
+        """Check every stored object and blob; yield (id, problem) for each bad one."""
+        for oid, stored in self.iter_stored():
+            try:
+                data = codec.unframe(stored)
+            except CorruptObject as exc:
+                yield oid, str(exc)
+                continue
+            if hash_bytes(data) != oid:
+                yield oid, "bytes do not hash to the id"
+        for oid in self.iter_blobs():
+            try:
+                self.read_blob(oid)
+            except CorruptObject:
+                yield oid, "blob bytes do not hash to the id"
+
+
+class MemoryObjectStore(ObjectStore):
+    """An object store in dicts: for tests and throwaway work, same behaviour as on disk."""
+
+    def __init__(self, compression_level: int = codec.DEFAULT_LEVEL) -> None:
+        super().__init__(compression_level)
+        self.objects: dict[ObjectId, bytes] = {}
+        self.blobs: dict[ObjectId, bytes] = {}
+
+    def _read_stored(self, oid: ObjectId) -> bytes | None:
+        return self.objects.get(oid)
+
+    def _write_stored(self, entries: dict[ObjectId, bytes]) -> None:
+        self.objects.update(entries)
+
+    def _has_stored(self, oids: list[ObjectId]) -> list[bool]:
+        return [oid in self.objects for oid in oids]
+
+    def iter_stored(self) -> Iterator[tuple[ObjectId, bytes]]:
+        yield from sorted(self.objects.items())
+
+    def _find_stored_prefix(self, low: bytes, high: bytes) -> list[ObjectId]:
+        return [oid for oid in self.objects if low <= oid <= high]
+
+    def has_blob(self, oid: ObjectId) -> bool:
+        return oid in self.blobs
+
+    def _put_blob_chunks(self, chunks: Iterator[bytes]) -> tuple[ObjectId, int]:
+        data = b"".join(chunks)
+        oid = hash_bytes(data)
+        self.blobs.setdefault(oid, data)
+        return oid, len(data)
+
+    def read_blob(self, oid: ObjectId) -> bytes:
+        self.counters.blob_reads += 1
+        try:
+            data = self.blobs[oid]
+        except KeyError:
+            raise ObjectMissing(f"blob {oid.hex()} is not in the store") from None
+        if hash_bytes(data) != oid:
+            raise CorruptObject(f"blob {oid.hex()} is corrupt: its bytes do not hash to its id")
+        return data
+
+    def copy_blob(self, oid: ObjectId, dest: Path) -> None:
+        write_file(dest, self.read_blob(oid))
+
+    def iter_blobs(self) -> Iterator[ObjectId]:
+        yield from sorted(self.blobs)
+
+    def _find_blob_prefix(self, prefix: str) -> list[ObjectId]:
+        return [oid for oid in self.blobs if oid.hex().startswith(prefix)]
+
+
+class DiskObjectStore(ObjectStore):
+    """Packs under `objects/packs`, loose blobs under `objects/loose`; see DESIGN §5."""
+
+    def __init__(self, root: Path, compression_level: int = codec.DEFAULT_LEVEL) -> None:
+        super().__init__(compression_level)
+        self.root = root
+        self.pack_dir = root / "packs"
+        self.loose = LooseBlobs(root / "loose", root / "tmp")
+        self._packs: dict[str, PackReader] = {}
+
+    @classmethod
+    def create(cls, root: Path, compression_level: int = codec.DEFAULT_LEVEL) -> DiskObjectStore:
+        for sub in ("packs", "loose", "tmp"):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+        return cls(root, compression_level)
+
+    def packs(self) -> list[PackReader]:
+        """Return the readers of every pack, including packs other processes wrote since the last look."""
+        self._refresh()
+        return list(self._packs.values())
+
+    def _refresh(self) -> list[PackReader]:
+        """Open packs that appeared since the last look; return them."""
+        fresh = []
+        for idx_path in sorted(self.pack_dir.glob("pack-*.idx")):
+            if idx_path.stem not in self._packs:
+                reader = PackReader(idx_path.with_suffix(".pack"), PackIndex.load(idx_path))
+                self._packs[idx_path.stem] = reader
+                fresh.append(reader)
+        return fresh
+
+    def _read_stored(self, oid: ObjectId) -> bytes | None:
+        for readers in (list(self._packs.values()), None):
+            for reader in readers if readers is not None else self._refresh():
+                position = reader.index.find(oid)
+                if position >= 0:
+                    return reader.read_at(position)
+        return None
+
+    def _write_stored(self, entries: dict[ObjectId, bytes]) -> None:
+        name = write_pack(self.pack_dir, entries.items())
+        self._packs[name] = PackReader(self.pack_dir / f"{name}.pack", PackIndex.load(self.pack_dir / f"{name}.idx"))
+
+    def _has_stored(self, oids: list[ObjectId]) -> list[bool]:
+        if not oids:
+            return []
+        wanted = np.array(oids, dtype=ID_DTYPE)
+        found = np.zeros(len(oids), dtype=bool)
+        for readers in (list(self._packs.values()), None):
+            for reader in readers if readers is not None else self._refresh():
+                found |= reader.index.find_many(wanted) >= 0
+            if found.all():
+                break
+        return found.tolist()  # type: ignore[no-any-return]
+
+    def iter_stored(self) -> Iterator[tuple[ObjectId, bytes]]:
+        for reader in self.packs():
+            yield from reader.iter_entries()
+
+    def _find_stored_prefix(self, low: bytes, high: bytes) -> list[ObjectId]:
+        return [oid for reader in self.packs() for oid in reader.index.prefix_range(low, high)]
+
+    def has_blob(self, oid: ObjectId) -> bool:
+        return self.loose.contains(oid)
+
+    def _put_blob_chunks(self, chunks: Iterator[bytes]) -> tuple[ObjectId, int]:
+        return self.loose.put_stream(chunks)
+
+    def read_blob(self, oid: ObjectId) -> bytes:
+        self.counters.blob_reads += 1
+        return self.loose.read(oid)
+
+    def copy_blob(self, oid: ObjectId, dest: Path) -> None:
+        self.counters.blob_reads += 1
+        self.loose.copy_to(oid, dest)
+
+    def iter_blobs(self) -> Iterator[ObjectId]:
+        return self.loose.iter_ids()
+
+    def _find_blob_prefix(self, prefix: str) -> list[ObjectId]:
+        return self.loose.find_prefix(prefix)
+
+    def _begin_blobs(self) -> None:
+        self.loose.begin()
+
+    def _end_blobs(self, commit: bool) -> None:
+        self.loose.end(commit)

@@ -1,0 +1,170 @@
+"""Pack files and their sorted indexes: many small objects in one file, found by binary search.
+
+A pack is a header followed by framed objects back to back. Its index lists the ids sorted, with a
+256-entry fanout table, offsets and lengths, and ends with the BLAKE3 of everything before it, so a
+damaged index is refused as a whole instead of sending lookups astray. Indexes are read with numpy.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dsvc.atomic import fsync_dir, temp_name
+from dsvc.errors import CorruptObject, UnsupportedFormat
+from dsvc.hashing import ID_SIZE, ObjectId, hash_bytes, hasher
+
+PACK_MAGIC = b"DSVCPACK"
+INDEX_MAGIC = b"DSVCIDX\0"
+PACK_VERSION = 1
+PACK_HEADER = struct.Struct("<8sI")
+INDEX_HEADER = struct.Struct("<8sII")
+FANOUT = 256
+ID_DTYPE = np.dtype(f"S{ID_SIZE}")
+
+
+@dataclass(frozen=True)
+class PackIndex:
+    """The parsed index of one pack: sorted ids with their offsets and lengths."""
+
+    name: str
+    ids: np.ndarray
+    offsets: np.ndarray
+    lengths: np.ndarray
+    fanout: np.ndarray
+
+    @classmethod
+    def load(cls, path: Path) -> PackIndex:
+        data = path.read_bytes()
+        name = path.stem
+        if len(data) < INDEX_HEADER.size + 4 * FANOUT + ID_SIZE:
+            raise CorruptObject(f"pack index {path.name} is truncated")
+        magic, version, count = INDEX_HEADER.unpack_from(data)
+        if magic != INDEX_MAGIC:
+            raise CorruptObject(f"pack index {path.name} is not a dsvc pack index")
+        if version > PACK_VERSION:
+            raise UnsupportedFormat(f"pack index {path.name} has format {version}; this dsvc reads {PACK_VERSION}")
+        expected = INDEX_HEADER.size + 4 * FANOUT + count * (ID_SIZE + 8 + 4) + ID_SIZE
+        if len(data) != expected or hash_bytes(memoryview(data)[:-ID_SIZE]) != data[-ID_SIZE:]:
+            raise CorruptObject(f"pack index {path.name} is damaged (checksum mismatch)")
+        pos = INDEX_HEADER.size
+        fanout = np.frombuffer(data, dtype="<u4", count=FANOUT, offset=pos)
+        pos += 4 * FANOUT
+        ids = np.frombuffer(data, dtype=ID_DTYPE, count=count, offset=pos)
+        pos += ID_SIZE * count
+        offsets = np.frombuffer(data, dtype="<u8", count=count, offset=pos)
+        pos += 8 * count
+        lengths = np.frombuffer(data, dtype="<u4", count=count, offset=pos)
+        return cls(name, ids, offsets, lengths, fanout)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def find(self, oid: bytes) -> int:
+        """Return the position of oid in this index, or -1."""
+        first = oid[0]
+        lo = int(self.fanout[first - 1]) if first else 0
+        hi = int(self.fanout[first])
+        if lo == hi:
+            return -1
+        pos = lo + int(np.searchsorted(self.ids[lo:hi], oid))
+        return pos if pos < hi and self.id_at(pos) == oid else -1
+
+    def id_at(self, position: int) -> ObjectId:
+        """Return the id at a position (numpy drops trailing NUL bytes of S32 scalars; restore them)."""
+        return ObjectId(bytes(self.ids[position]).ljust(ID_SIZE, b"\0"))
+
+    def find_many(self, wanted: np.ndarray) -> np.ndarray:
+        """Return, for an S32 array of ids, each one's position here or -1: one vectorised search."""
+        if len(self.ids) == 0:
+            return np.full(len(wanted), -1, dtype=np.int64)
+        pos = np.searchsorted(self.ids, wanted)
+        clipped = np.minimum(pos, len(self.ids) - 1)
+        hit = self.ids[clipped] == wanted
+        return np.where(hit, clipped, -1)
+
+    def prefix_range(self, low: bytes, high: bytes) -> list[ObjectId]:
+        """Return the ids in [low, high]: used to expand abbreviated ids."""
+        start = int(np.searchsorted(self.ids, np.array([low], dtype=ID_DTYPE))[0])
+        stop = int(np.searchsorted(self.ids, np.array([high], dtype=ID_DTYPE), side="right")[0])
+        return [self.id_at(p) for p in range(start, stop)]
+
+
+class PackReader:
+    """Random access to the objects of one pack through a read-only memory map."""
+
+    def __init__(self, pack_path: Path, index: PackIndex) -> None:
+        self.path = pack_path
+        self.index = index
+        with open(pack_path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size < PACK_HEADER.size:
+                raise CorruptObject(f"pack {pack_path.name} is truncated")
+            self._map = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        magic, version = PACK_HEADER.unpack_from(self._map)
+        if magic != PACK_MAGIC:
+            raise CorruptObject(f"pack {pack_path.name} is not a dsvc pack")
+        if version > PACK_VERSION:
+            raise UnsupportedFormat(f"pack {pack_path.name} has format {version}; this dsvc reads {PACK_VERSION}")
+        if len(index) and int((index.offsets + index.lengths).max()) > size:
+            raise CorruptObject(f"pack index {index.name} points past the end of its pack")
+
+    def read_at(self, position: int) -> bytes:
+        """Return the stored (framed) bytes of the object at an index position."""
+        offset = int(self.index.offsets[position])
+        return self._map[offset : offset + int(self.index.lengths[position])]
+
+    def iter_entries(self) -> Iterator[tuple[ObjectId, bytes]]:
+        """Yield every (id, stored bytes) pair, for verification."""
+        for position in range(len(self.index)):
+            yield self.index.id_at(position), self.read_at(position)
+
+    def close(self) -> None:
+        self._map.close()
+
+
+def write_pack(folder: Path, entries: Iterable[tuple[ObjectId, bytes]]) -> str:
+    """Write (id, stored bytes) pairs as a new pack and index; return the pack's name.
+
+    The pack is fsynced and renamed before its index, and readers discover packs by their index, so a crash
+    never exposes an index without its pack.
+    """
+    items = sorted(entries)
+    name_hash = hasher()
+    offsets = np.empty(len(items), dtype="<u8")
+    lengths = np.empty(len(items), dtype="<u4")
+    pack_tmp = temp_name(folder / "new.pack")
+    with open(pack_tmp, "wb") as handle:
+        handle.write(PACK_HEADER.pack(PACK_MAGIC, PACK_VERSION))
+        offset = PACK_HEADER.size
+        for i, (oid, stored) in enumerate(items):
+            name_hash.update(oid)
+            offsets[i] = offset
+            lengths[i] = len(stored)
+            handle.write(stored)
+            offset += len(stored)
+        handle.flush()
+        os.fsync(handle.fileno())
+    ids = np.array([oid for oid, _ in items], dtype=ID_DTYPE)
+    first_bytes = np.frombuffer(ids.tobytes(), dtype=np.uint8)[::ID_SIZE] if len(items) else np.empty(0, np.uint8)
+    fanout = np.cumsum(np.bincount(first_bytes, minlength=FANOUT)).astype("<u4")
+    body = b"".join(
+        (INDEX_HEADER.pack(INDEX_MAGIC, PACK_VERSION, len(items)), fanout.tobytes(), ids.tobytes(),
+         offsets.tobytes(), lengths.tobytes())
+    )
+    name = f"pack-{name_hash.hexdigest()}"
+    index_tmp = temp_name(folder / "new.idx")
+    with open(index_tmp, "wb") as handle:
+        handle.write(body + hash_bytes(body))
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(pack_tmp, folder / f"{name}.pack")
+    os.replace(index_tmp, folder / f"{name}.idx")
+    fsync_dir(folder)
+    return name

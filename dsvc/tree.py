@@ -1,0 +1,429 @@
+"""The Merkle map: an ordered map `bytes -> bytes` stored as a prolly tree (DESIGN §4).
+
+A key ends a node at level L when BLAKE3(salt_L || key), read as a u64, falls below 2^64 / F_L. Boundaries
+depend on keys alone, so the same entries always give the same nodes and the same root whatever the order
+of the edits that produced them (history independence), a relabel never moves a boundary, and equal
+subtrees of two versions have equal ids, which `diff` skips.
+
+Leaves hold sorted (key, value) pairs; internal nodes hold, per child, its last key, its id and the number
+of entries below it. The conceptual "entries of level L+1" are the (last key, id, count) of the nodes of
+level L; the root is the single node of the lowest level that has only one. Every function takes the store
+it reads from and writes to; nodes are immutable, so nothing here holds state between calls.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Iterator
+from typing import NamedTuple
+
+import blake3
+
+from dsvc.errors import InvalidInput
+from dsvc.hashing import ObjectId
+from dsvc.objects import Node
+from dsvc.store import ObjectStore
+
+# Average entries per node. Small leaves keep the nodes touched by d scattered edits close to d even when d
+# is a large fraction of the leaves; wide internal nodes keep the tree shallow (see docs/architecture.md).
+LEAF_FANOUT = 32
+INTERNAL_FANOUT = 256
+
+EMPTY = Node(0, (), ())
+
+
+def _threshold(level: int) -> int:
+    return (1 << 64) // (LEAF_FANOUT if level == 0 else INTERNAL_FANOUT)
+
+
+_SALTS = [b"dsvc-tree-%d:" % level for level in range(64)]
+_THRESHOLDS = [_threshold(level) for level in range(64)]
+
+
+def is_boundary(key: bytes, level: int) -> bool:
+    """Tell whether key ends a node at this level."""
+    digest = blake3.blake3(_SALTS[level] + key).digest(8)
+    return int.from_bytes(digest, "little") < _THRESHOLDS[level]
+
+
+class Change(NamedTuple):
+    """One difference between two maps: old is None for an added key, new is None for a removed one."""
+
+    key: bytes
+    old: bytes | None
+    new: bytes | None
+
+
+class _Entry(NamedTuple):
+    key: bytes
+    value: bytes
+    count: int
+    boundary: bool
+
+
+def _node_of(level: int, entries: list[_Entry]) -> Node:
+    keys = tuple(e.key for e in entries)
+    values = tuple(e.value for e in entries)
+    return Node(level, keys, values, tuple(e.count for e in entries) if level else ())
+
+
+def _loader(store: ObjectStore) -> Callable[[bytes], Node]:
+    cache: dict[bytes, Node] = {}
+
+    def load(oid: bytes) -> Node:
+        node = cache.get(oid)
+        if node is None:
+            node = cache[oid] = store.get_object(ObjectId(oid), Node)
+        return node
+
+    return load
+
+
+# -- build ---------------------------------------------------------------------------------------------
+
+
+class TreeBuilder:
+    """Builds a map from entries in strictly increasing key order, in memory bounded by the tree's height.
+
+    Use it inside `store.batch()` so the nodes land in one pack.
+    The first node of each level is held back until a second one appears: if it stays alone it is the root
+    and nothing above it is ever written.
+    """
+
+    def __init__(self, store: ObjectStore) -> None:
+        self.store = store
+        self._pending: list[list[_Entry]] = [[]]
+        self._held: list[Node | None] = [None]
+        self._emitted: list[int] = [0]
+        self._last: bytes | None = None
+
+    def add(self, key: bytes, value: bytes) -> None:
+        if self._last is not None and key <= self._last:
+            raise InvalidInput(f"tree keys must be strictly increasing: {key!r} after {self._last!r}")
+        self._last = key
+        self._push(0, _Entry(key, value, 1, is_boundary(key, 0)))
+
+    def _push(self, level: int, entry: _Entry) -> None:
+        if level == len(self._pending):
+            self._pending.append([])
+            self._held.append(None)
+            self._emitted.append(0)
+        self._pending[level].append(entry)
+        if entry.boundary:
+            self._emit(level)
+
+    def _emit(self, level: int) -> None:
+        node = _node_of(level, self._pending[level])
+        self._pending[level] = []
+        self._emitted[level] += 1
+        if self._emitted[level] == 1:
+            self._held[level] = node
+            return
+        held = self._held[level]
+        if held is not None:
+            self._held[level] = None
+            self._write_and_push(level, held)
+        self._write_and_push(level, node)
+
+    def _write_and_push(self, level: int, node: Node) -> None:
+        self.store.put_object(node)
+        key = node.keys[-1]
+        self._push(level + 1, _Entry(key, node.id, node.size, is_boundary(key, level + 1)))
+
+    def finish(self) -> ObjectId:
+        """Flush the last node of every level and return the root id."""
+        level = 0
+        while True:
+            if self._pending[level]:
+                self._emit(level)
+            if self._emitted[level] <= 1:
+                root = self._held[level] or EMPTY
+                return self.store.put_object(root)
+            level += 1
+
+
+def build(store: ObjectStore, items: Iterable[tuple[bytes, bytes]]) -> ObjectId:
+    """Build a map from (key, value) pairs sorted by key; return its root id."""
+    with store.batch():
+        builder = TreeBuilder(store)
+        for key, value in items:
+            builder.add(key, value)
+        return builder.finish()
+
+
+# -- reads ---------------------------------------------------------------------------------------------
+
+
+def get(store: ObjectStore, root: ObjectId, key: bytes) -> bytes | None:
+    """Return the value of key, or None: O(log N) node reads."""
+    node = store.get_object(root, Node)
+    while node.level:
+        i = bisect_left(node.keys, key)
+        if i == len(node.keys):
+            return None
+        node = store.get_object(ObjectId(node.values[i]), Node)
+    i = bisect_left(node.keys, key)
+    return node.values[i] if i < len(node.keys) and node.keys[i] == key else None
+
+
+def length(store: ObjectStore, root: ObjectId) -> int:
+    """Return the number of entries, from the root's counts: one node read."""
+    return store.get_object(root, Node).size
+
+
+def items(
+    store: ObjectStore, root: ObjectId, start: bytes | None = None, stop: bytes | None = None
+) -> Iterator[tuple[bytes, bytes]]:
+    """Yield (key, value) in key order for start <= key < stop, reading only the nodes that overlap."""
+    stack = [store.get_object(root, Node)]
+    while stack:
+        node = stack.pop()
+        if node.level == 0:
+            lo = 0 if start is None else bisect_left(node.keys, start)
+            for i in range(lo, len(node.keys)):
+                if stop is not None and node.keys[i] >= stop:
+                    return
+                yield node.keys[i], node.values[i]
+            continue
+        lo = 0 if start is None else bisect_left(node.keys, start)
+        hi = len(node.keys) if stop is None else min(len(node.keys), bisect_left(node.keys, stop) + 1)
+        stack.extend(store.get_object(ObjectId(node.values[i]), Node) for i in range(hi - 1, lo - 1, -1))
+
+
+# -- apply ---------------------------------------------------------------------------------------------
+
+
+class _Cursor:
+    """Walks the nodes of one level of an existing tree, in key order, through the levels above it."""
+
+    def __init__(self, load: Callable[[bytes], Node], top: Node, level: int) -> None:
+        self.load = load
+        self.top = top
+        self.level = level
+        self.path: list[list[object]] = []
+
+    def seek(self, key: bytes) -> None:
+        """Stand on the first node whose last key is >= key, or on the last node."""
+        node = self.top
+        self.path = []
+        while True:
+            i = min(bisect_left(node.keys, key), len(node.keys) - 1)
+            self.path.append([node, i])
+            if node.level == self.level + 1:
+                return
+            node = self.load(node.values[i])
+
+    def current(self) -> tuple[bytes, bytes]:
+        node, i = self.path[-1]
+        assert isinstance(node, Node) and isinstance(i, int)
+        return node.keys[i], node.values[i]
+
+    def is_last(self) -> bool:
+        return all(i == len(node.keys) - 1 for node, i in self.path)  # type: ignore[attr-defined]
+
+    def advance(self) -> None:
+        depth = len(self.path) - 1
+        while self.path[depth][1] == len(self.path[depth][0].keys) - 1:  # type: ignore[attr-defined]
+            depth -= 1
+        self.path[depth][1] += 1  # type: ignore[operator]
+        for d in range(depth + 1, len(self.path)):
+            parent, i = self.path[d - 1]
+            self.path[d] = [self.load(parent.values[i]), 0]  # type: ignore[attr-defined]
+
+
+Edit = tuple[bytes, tuple[bytes, int] | None]
+
+
+def _merge(node: Node, last_chunk: bool, edits: list[Edit], start: int, bound: bytes | None) -> tuple[list[_Entry], int]:
+    """Merge one old node's entries with the edits at or below bound; return the entries and next edit.
+
+    Only inserted keys are hashed: an old node's last key is a boundary unless the node is its level's
+    last, and no other key of it is.
+    """
+    level = node.level
+    out: list[_Entry] = []
+    n = len(node.keys)
+    i, j = 0, start
+    while i < n or (j < len(edits) and (bound is None or edits[j][0] <= bound)):
+        edit_ok = j < len(edits) and (bound is None or edits[j][0] <= bound)
+        if i < n and (not edit_ok or node.keys[i] < edits[j][0]):
+            key = node.keys[i]
+            boundary = (i == n - 1) and (not last_chunk or is_boundary(key, level))
+            out.append(_Entry(key, node.values[i], node.counts[i] if level else 1, boundary))
+            i += 1
+            continue
+        key, change = edits[j]
+        j += 1
+        same = i < n and node.keys[i] == key
+        if same:
+            old_boundary = (i == n - 1) and (not last_chunk or is_boundary(key, level))
+            i += 1
+        if change is not None:
+            value, count = change
+            out.append(_Entry(key, value, count, old_boundary if same else is_boundary(key, level)))
+    return out, j
+
+
+def _rewrite_level(
+    load: Callable[[bytes], Node], top: Node, level: int, edits: list[Edit], fresh: dict[bytes, Node]
+) -> tuple[list[Edit], list[Node]]:
+    """Apply edits to the entries of one level; return the edits this makes to the level above, and, when
+    `level` is the old root's, every node of the new level."""
+    up: dict[bytes, tuple[bytes, int] | None] = {}
+    made: list[Node] = []
+    single = level == top.level
+    cursor = None if single else _Cursor(load, top, level)
+    j = 0
+    while j < len(edits):
+        if cursor is not None:
+            cursor.seek(edits[j][0])
+        consumed: list[tuple[bytes, bytes]] = []
+        new_nodes: list[Node] = []
+        pending: list[_Entry] = []
+        while True:
+            if cursor is None:
+                dkey, did, last = top.keys[-1] if top.keys else b"", top.id, True
+            else:
+                (dkey, did), last = cursor.current(), cursor.is_last()
+            node = load(did) if cursor is not None else top
+            consumed.append((dkey, did))
+            merged, j = _merge(node, last, edits, j, None if last else dkey)
+            for entry in merged:
+                pending.append(entry)
+                if entry.boundary:
+                    new_nodes.append(_node_of(level, pending))
+                    pending = []
+            if not pending or last:
+                break
+            assert cursor is not None
+            cursor.advance()
+        if pending:
+            new_nodes.append(_node_of(level, pending))
+        made.extend(new_nodes)
+        if [n.id for n in new_nodes] == [did for _, did in consumed]:
+            continue
+        for dkey, _ in consumed:
+            up.setdefault(dkey, None)
+        for node in new_nodes:
+            fresh[node.id] = node
+            up[node.keys[-1]] = (node.id, node.size)
+    return sorted(up.items()), made
+
+
+def _build_level(level: int, entries: list[tuple[bytes, tuple[bytes, int]]], fresh: dict[bytes, Node]) -> list[Node]:
+    """Chunk a whole level from scratch (levels above the old root)."""
+    nodes: list[Node] = []
+    pending: list[_Entry] = []
+    for key, (value, count) in entries:
+        pending.append(_Entry(key, value, count, is_boundary(key, level)))
+        if pending[-1].boundary:
+            nodes.append(_node_of(level, pending))
+            pending = []
+    if pending:
+        nodes.append(_node_of(level, pending))
+    for node in nodes:
+        fresh[node.id] = node
+    return nodes
+
+
+def apply(store: ObjectStore, root: ObjectId, edits: Iterable[tuple[bytes, bytes | None]]) -> ObjectId:
+    """Set (value) or delete (None) keys; return the new root. Writes O(d log N) nodes for d edits.
+
+    The result is exactly the tree `build` makes from the final contents.
+    """
+    latest: dict[bytes, bytes | None] = {}
+    for key, value in edits:
+        latest[key] = value
+    if not latest:
+        return root
+    load = _loader(store)
+    top = load(root)
+    fresh: dict[bytes, Node] = {}
+    level_edits: list[Edit] = [(k, None if v is None else (v, 1)) for k, v in sorted(latest.items())]
+    level = 0
+    new_top: Node | None = None
+    while level <= top.level:
+        level_edits, made = _rewrite_level(load, top, level, level_edits, fresh)
+        if not level_edits:
+            return root
+        if level == top.level:
+            break
+        level += 1
+    nodes = made
+    while len(nodes) > 1:
+        level += 1
+        nodes = _build_level(level, [(n.keys[-1], (n.id, n.size)) for n in nodes], fresh)
+    new_top = nodes[0] if nodes else EMPTY
+    while new_top.level and len(new_top.keys) == 1:
+        new_top = fresh.get(new_top.values[0]) or load(new_top.values[0])
+    _write_reachable(store, new_top, fresh)
+    return new_top.id
+
+
+def _write_reachable(store: ObjectStore, top: Node, fresh: dict[bytes, Node]) -> None:
+    """Store the new nodes the final root reaches; nodes made and then collapsed away are never written."""
+    with store.batch():
+        store.put_object(top)
+        stack = [top]
+        while stack:
+            node = stack.pop()
+            if node.level:
+                for child in node.values:
+                    made = fresh.pop(child, None)
+                    if made is not None:
+                        store.put_object(made)
+                        stack.append(made)
+
+
+# -- diff ----------------------------------------------------------------------------------------------
+
+
+def diff(store: ObjectStore, a: ObjectId, b: ObjectId) -> Iterator[Change]:
+    """Yield the changes from map a to map b in key order, skipping subtrees with equal ids.
+
+    Reads O(d log N) nodes for d changes: both sides are expanded only where their heads differ.
+    """
+    if a == b:
+        return
+    load = _loader(store)
+    # Stack items: (level, key, value); level -1 is an entry, otherwise value is a node id. Top = smallest.
+    left: list[tuple[int, bytes, bytes]] = [(load(a).level, b"", a)]
+    right: list[tuple[int, bytes, bytes]] = [(load(b).level, b"", b)]
+
+    def expand(stack: list[tuple[int, bytes, bytes]]) -> None:
+        _, _, oid = stack.pop()
+        node = load(oid)
+        if node.level:
+            stack.extend((node.level - 1, node.keys[i], node.values[i]) for i in range(len(node.keys) - 1, -1, -1))
+        else:
+            stack.extend((-1, node.keys[i], node.values[i]) for i in range(len(node.keys) - 1, -1, -1))
+
+    while left and right:
+        la, ka, va = left[-1]
+        lb, kb, vb = right[-1]
+        if la >= 0 and lb >= 0 and va == vb:
+            left.pop()
+            right.pop()
+        elif la < 0 and lb < 0:
+            if ka == kb:
+                left.pop()
+                right.pop()
+                if va != vb:
+                    yield Change(ka, va, vb)
+            elif ka < kb:
+                left.pop()
+                yield Change(ka, va, None)
+            else:
+                right.pop()
+                yield Change(kb, None, vb)
+        elif la >= lb:
+            expand(left)
+        else:
+            expand(right)
+    for stack, removed in ((left, True), (right, False)):
+        while stack:
+            if stack[-1][0] >= 0:
+                expand(stack)
+                continue
+            _, key, value = stack.pop()
+            yield Change(key, value, None) if removed else Change(key, None, value)
