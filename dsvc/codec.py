@@ -20,6 +20,9 @@ from dsvc.errors import CorruptObject
 RAW = 0
 ZSTD = 1
 DEFAULT_LEVEL = 3
+# zstd's fast mode: for objects rewritten on every edit (tree nodes), where level 3 costs ~3x the time of
+# this level for the same ratio on ~2 KB inputs (measured; see docs/architecture.md).
+FAST_LEVEL = -1
 # Objects larger than this are refused on decode, bounding what untrusted bytes can make us allocate.
 MAX_OBJECT_SIZE = 1 << 30
 # Below this size zstd's frame header costs more than it saves.
@@ -54,9 +57,10 @@ def encode(value: Any) -> bytes:
 
 
 def decode(data: bytes | memoryview) -> Any:
-    """Decode msgpack bytes; malformed input raises CorruptObject."""
+    """Decode msgpack bytes (arrays become tuples, ready for frozen objects); malformed input raises
+    CorruptObject."""
     try:
-        return msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=False)
+        return msgpack.unpackb(data, raw=False, use_list=False, strict_map_key=False)
     except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, TypeError) as exc:
         raise CorruptObject(f"undecodable object: {exc}") from None
 
@@ -76,7 +80,7 @@ def _decompressor() -> zstandard.ZstdDecompressor:
 
 def frame(data: bytes, level: int = DEFAULT_LEVEL) -> bytes:
     """Frame bytes for storage: zstd when it saves space, raw otherwise (already compressed media)."""
-    if level > 0 and len(data) >= MIN_COMPRESS:
+    if level != 0 and len(data) >= MIN_COMPRESS:
         packed = _compressor(level).compress(data)
         if len(packed) < len(data):
             return bytes((ZSTD,)) + packed

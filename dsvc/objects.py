@@ -63,8 +63,13 @@ class StoredObject:
         return codec.encode([self.KIND, FORMAT_VERSION, *codec.canonical(self.fields_value())])
 
     @cached_property
+    def encoded(self) -> bytes:
+        """The canonical bytes, computed once."""
+        return self.to_bytes()
+
+    @cached_property
     def id(self) -> ObjectId:
-        return hash_bytes(self.to_bytes())
+        return hash_bytes(self.encoded)
 
 
 @dataclass(frozen=True)
@@ -143,7 +148,7 @@ class Node(StoredObject):
             raise ValueError("malformed node")
         if level and len(counts) != len(keys):
             raise ValueError("internal node without a count per child")
-        return cls(level, tuple(keys), tuple(vals), tuple(counts))
+        return cls(level, keys, vals, counts)
 
     @property
     def size(self) -> int:
@@ -264,7 +269,7 @@ T = TypeVar("T", bound=StoredObject)
 def decode_object(data: bytes, expect: type[T] | None = None) -> StoredObject:
     """Decode canonical bytes into their typed object; anything malformed raises CorruptObject."""
     value = codec.decode(data)
-    if not isinstance(value, list) or len(value) < 2 or not isinstance(value[0], str):
+    if not isinstance(value, tuple) or len(value) < 2 or not isinstance(value[0], str):
         raise CorruptObject("not a dsvc object")
     kind, version, *rest = value
     cls = KINDS.get(kind)
@@ -301,3 +306,23 @@ def to_jsonable(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [to_jsonable(v) for v in value]
     return value
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """The value of a `files` map entry: a tracked file's blob id, mode and size (not a stored object)."""
+
+    blob: ObjectId
+    mode: int
+    size: int
+
+    def to_bytes(self) -> bytes:
+        return codec.encode([self.blob, self.mode, self.size])
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> FileEntry:
+        try:
+            blob, mode, size = codec.decode(data)
+            return cls(_oid(blob), int(mode), int(size))
+        except (TypeError, ValueError) as exc:
+            raise CorruptObject(f"malformed file entry: {exc}") from None

@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 import blake3
 
+from dsvc import codec
 from dsvc.errors import InvalidInput
 from dsvc.hashing import ObjectId
 from dsvc.objects import Node
@@ -126,7 +127,7 @@ class TreeBuilder:
         self._write_and_push(level, node)
 
     def _write_and_push(self, level: int, node: Node) -> None:
-        self.store.put_object(node)
+        self.store.put_object(node, codec.FAST_LEVEL)
         key = node.keys[-1]
         self._push(level + 1, _Entry(key, node.id, node.size, is_boundary(key, level + 1)))
 
@@ -138,7 +139,7 @@ class TreeBuilder:
                 self._emit(level)
             if self._emitted[level] <= 1:
                 root = self._held[level] or EMPTY
-                return self.store.put_object(root)
+                return self.store.put_object(root, codec.FAST_LEVEL)
             level += 1
 
 
@@ -234,34 +235,78 @@ class _Cursor:
 Edit = tuple[bytes, tuple[bytes, int] | None]
 
 
-def _merge(node: Node, last_chunk: bool, edits: list[Edit], start: int, bound: bytes | None) -> tuple[list[_Entry], int]:
-    """Merge one old node's entries with the edits at or below bound; return the entries and next edit.
+class _Run:
+    """Entries of one level waiting to be cut into nodes, as parallel lists, with the keys that end nodes."""
 
-    Only inserted keys are hashed: an old node's last key is a boundary unless the node is its level's
-    last, and no other key of it is.
+    def __init__(self, level: int) -> None:
+        self.level = level
+        self.keys: list[bytes] = []
+        self.values: list[bytes] = []
+        self.counts: list[int] = []
+        self.cuts: list[bytes] = []
+
+    def extend(self, keys: list[bytes], values: list[bytes], counts: list[int], cuts: list[bytes]) -> None:
+        self.keys += keys
+        self.values += values
+        self.counts += counts
+        self.cuts += cuts
+
+    def take_nodes(self) -> list[Node]:
+        """Cut every node that ends at a boundary; keep the tail that does not end at one yet."""
+        nodes = []
+        start = 0
+        for key in sorted(self.cuts):
+            end = bisect_left(self.keys, key, start) + 1
+            nodes.append(self._node(start, end))
+            start = end
+        del self.keys[:start], self.values[:start], self.counts[:start]
+        self.cuts = []
+        return nodes
+
+    def _node(self, start: int, end: int) -> Node:
+        counts = tuple(self.counts[start:end]) if self.level else ()
+        return Node(self.level, tuple(self.keys[start:end]), tuple(self.values[start:end]), counts)
+
+    def close(self) -> Node | None:
+        """Return the tail as the level's last node, if there is one."""
+        return self._node(0, len(self.keys)) if self.keys else None
+
+
+def _merge(node: Node, last_node: bool, edits: list[Edit], start: int, bound: bytes | None, run: _Run) -> int:
+    """Apply the edits at or below bound to one old node and append the result to run; return the next edit.
+
+    Only inserted keys are hashed: an old node's last key is a boundary unless the node is its level's last,
+    and no other key of it is.
     """
     level = node.level
-    out: list[_Entry] = []
-    n = len(node.keys)
-    i, j = 0, start
-    while i < n or (j < len(edits) and (bound is None or edits[j][0] <= bound)):
-        edit_ok = j < len(edits) and (bound is None or edits[j][0] <= bound)
-        if i < n and (not edit_ok or node.keys[i] < edits[j][0]):
-            key = node.keys[i]
-            boundary = (i == n - 1) and (not last_chunk or is_boundary(key, level))
-            out.append(_Entry(key, node.values[i], node.counts[i] if level else 1, boundary))
-            i += 1
-            continue
+    keys = list(node.keys)
+    values = list(node.values)
+    counts = list(node.counts) if level else [1] * len(keys)
+    old_last = keys[-1] if keys else None
+    cuts = []
+    last_deleted = False
+    j = start
+    while j < len(edits) and (bound is None or edits[j][0] <= bound):
         key, change = edits[j]
         j += 1
-        same = i < n and node.keys[i] == key
-        if same:
-            old_boundary = (i == n - 1) and (not last_chunk or is_boundary(key, level))
-            i += 1
-        if change is not None:
-            value, count = change
-            out.append(_Entry(key, value, count, old_boundary if same else is_boundary(key, level)))
-    return out, j
+        i = bisect_left(keys, key)
+        present = i < len(keys) and keys[i] == key
+        if change is None:
+            if present:
+                del keys[i], values[i], counts[i]
+                last_deleted = last_deleted or key == old_last
+        elif present:
+            values[i], counts[i] = change
+        else:
+            keys.insert(i, key)
+            values.insert(i, change[0])
+            counts.insert(i, change[1])
+            if is_boundary(key, level):
+                cuts.append(key)
+    if old_last is not None and not last_deleted and (not last_node or is_boundary(old_last, level)):
+        cuts.append(old_last)
+    run.extend(keys, values, counts, cuts)
+    return j
 
 
 def _rewrite_level(
@@ -271,35 +316,30 @@ def _rewrite_level(
     `level` is the old root's, every node of the new level."""
     up: dict[bytes, tuple[bytes, int] | None] = {}
     made: list[Node] = []
-    single = level == top.level
-    cursor = None if single else _Cursor(load, top, level)
+    cursor = None if level == top.level else _Cursor(load, top, level)
     j = 0
     while j < len(edits):
         if cursor is not None:
             cursor.seek(edits[j][0])
         consumed: list[tuple[bytes, bytes]] = []
         new_nodes: list[Node] = []
-        pending: list[_Entry] = []
+        run = _Run(level)
         while True:
             if cursor is None:
-                dkey, did, last = top.keys[-1] if top.keys else b"", top.id, True
+                dkey, did, last = (top.keys[-1] if top.keys else b""), top.id, True
             else:
                 (dkey, did), last = cursor.current(), cursor.is_last()
-            node = load(did) if cursor is not None else top
             consumed.append((dkey, did))
-            merged, j = _merge(node, last, edits, j, None if last else dkey)
-            for entry in merged:
-                pending.append(entry)
-                if entry.boundary:
-                    new_nodes.append(_node_of(level, pending))
-                    pending = []
-            if not pending or last:
+            j = _merge(top if cursor is None else load(did), last, edits, j, None if last else dkey, run)
+            new_nodes += run.take_nodes()
+            if not run.keys or last:
                 break
             assert cursor is not None
             cursor.advance()
-        if pending:
-            new_nodes.append(_node_of(level, pending))
-        made.extend(new_nodes)
+        tail = run.close()
+        if tail is not None:
+            new_nodes.append(tail)
+        made += new_nodes
         if [n.id for n in new_nodes] == [did for _, did in consumed]:
             continue
         for dkey, _ in consumed:
@@ -363,7 +403,7 @@ def apply(store: ObjectStore, root: ObjectId, edits: Iterable[tuple[bytes, bytes
 def _write_reachable(store: ObjectStore, top: Node, fresh: dict[bytes, Node]) -> None:
     """Store the new nodes the final root reaches; nodes made and then collapsed away are never written."""
     with store.batch():
-        store.put_object(top)
+        store.put_object(top, codec.FAST_LEVEL)
         stack = [top]
         while stack:
             node = stack.pop()
@@ -371,7 +411,7 @@ def _write_reachable(store: ObjectStore, top: Node, fresh: dict[bytes, Node]) ->
                 for child in node.values:
                     made = fresh.pop(child, None)
                     if made is not None:
-                        store.put_object(made)
+                        store.put_object(made, codec.FAST_LEVEL)
                         stack.append(made)
 
 

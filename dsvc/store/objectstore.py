@@ -134,25 +134,27 @@ class ObjectStore(ABC):
         except CorruptObject as exc:
             raise CorruptObject(f"object {oid.hex()}: {exc}") from None
 
-    def put(self, data: bytes) -> ObjectId:
-        """Store canonical object bytes and return their id; storing twice is harmless."""
-        oid = hash_bytes(data)
+    def put(self, data: bytes, level: int | None = None) -> ObjectId:
+        """Store canonical object bytes and return their id; storing twice is harmless.
+
+        `level` overrides the store's zstd level for objects on a hot path."""
+        return self._put(hash_bytes(data), data, self.level if level is None else level)
+
+    def _put(self, oid: ObjectId, data: bytes, level: int) -> ObjectId:
         if self._batch is not None:
             if oid not in self._batch:
-                self._batch[oid] = codec.frame(data, self.level)
+                self._batch[oid] = codec.frame(data, level)
                 self._batch_bytes += len(self._batch[oid])
                 if self._batch_bytes >= PACK_TARGET:
                     self._flush()
             return oid
         if not self._has_stored([oid])[0]:
-            self._write_stored({oid: codec.frame(data, self.level)})
+            self._write_stored({oid: codec.frame(data, level)})
             self.counters.writes += 1
         return oid
 
-    def put_object(self, obj: StoredObject) -> ObjectId:
-        oid = self.put(obj.to_bytes())
-        assert oid == obj.id
-        return oid
+    def put_object(self, obj: StoredObject, level: int | None = None) -> ObjectId:
+        return self._put(obj.id, obj.encoded, self.level if level is None else level)
 
     def contains(self, oid: ObjectId) -> bool:
         """Tell whether an object or a blob with this id is stored."""
