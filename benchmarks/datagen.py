@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
 from collections import defaultdict
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -17,9 +19,10 @@ import numpy as np
 try:
     import orjson
 except ImportError:  # pragma: no cover - orjson is only a speed-up
-    orjson = None
+    orjson = None  # type: ignore[assignment]
 
 FRAMES_PER_FOLDER = 1000
+MEDIA_THREADS = 4  # file creation waits on the disk, so a few threads overlap it even on two cores
 JPEG_HEADER = np.frombuffer(b"\xff\xd8\xff\xe0", dtype=np.uint8)
 MIN_MEDIA_SIZE = len(JPEG_HEADER) + 8  # header + 8-byte frame number, so every file is distinct
 IMAGE_SIZES = np.array([(640, 480), (1280, 720), (1920, 1080)])
@@ -60,7 +63,7 @@ _TRUTH, _MEDIA, _MODEL = 0, 1, 2
 
 @dataclass(frozen=True)
 class Dataset:
-    """Counts of a generated dataset, so callers can size checks without re-reading it."""
+    """Counts of a generated dataset, so callers can check sizes without re-reading it."""
 
     root: Path
     frames: int
@@ -153,7 +156,8 @@ def _categories(n: int) -> list[dict[str, Any]]:
 def _class_weights(n: int) -> np.ndarray:
     """Zipf-like class frequencies, because real datasets are imbalanced."""
     weights = 1.0 / np.arange(1, n + 1)
-    return weights / weights.sum()
+    weights /= weights.sum()
+    return weights
 
 
 def _quality(position: int, models: int) -> float:
@@ -172,7 +176,8 @@ def _sizes(rng: np.random.Generator, width: np.ndarray, height: np.ndarray) -> t
 
 def _place(rng: np.random.Generator, size: np.ndarray, limit: np.ndarray) -> np.ndarray:
     """Random offsets keeping each box of the given size inside [0, limit]."""
-    return np.floor(rng.random(len(size)) * (limit - size + 1)).astype(np.int64)
+    offsets: np.ndarray = np.floor(rng.random(len(size)) * (limit - size + 1)).astype(np.int64)
+    return offsets
 
 
 def _sample_truth(
@@ -258,8 +263,8 @@ def _annotations(
     area = np.where(crowd, w * h, w * h - 2 * cx * cy) / 10_000  # exact shoelace area of the octagon
     rows_crowd = np.flatnonzero(crowd)
     rles = {
-        k: _rle(*pixels, width, height)
-        for k, pixels, width, height in zip(
+        k: _rle(x0, y0, w0, h0, width, height)
+        for k, (x0, y0, w0, h0), width, height in zip(
             rows_crowd.tolist(),
             (np.stack([x, y, w, h], axis=1)[rows_crowd] // 100).tolist(),
             size[0][rows_crowd].tolist(),
@@ -379,25 +384,37 @@ def _predictions(
     ]
 
 
+@contextmanager
+def _no_gc() -> Iterator[None]:
+    """Pause the cyclic GC, which otherwise rescans the millions of fresh JSON containers many times."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def _write_folder(images: Path, index: np.ndarray, size: int, key: tuple[int, ...]) -> None:
     """Write one folder's media: JPEG marker, the frame number (so files differ), random bytes."""
-    data = np.frombuffer(_rng(*key, int(index[0])).bytes(len(index) * size), dtype=np.uint8)
-    data = data.reshape(len(index), size).copy()
+    generator = np.random.SFC64(np.random.SeedSequence([*key, int(index[0])]))  # fastest numpy generator
+    words = generator.random_raw((len(index) * size + 7) // 8)
+    data = words.astype("<u8", copy=False).view(np.uint8)[: len(index) * size].reshape(len(index), size)
     data[:, : len(JPEG_HEADER)] = JPEG_HEADER
     data[:, len(JPEG_HEADER) : MIN_MEDIA_SIZE] = index.astype(">u8").view(np.uint8).reshape(-1, 8)
     (images / _file_name(int(index[0]))).parent.mkdir(parents=True, exist_ok=True)
     for i, row in zip(index.tolist(), data, strict=True):
         with open(images / _file_name(i), "wb") as f:
-            f.write(row)
+            f.write(row.data)
 
 
-def _write_media(images: Path, index: np.ndarray, size: int, key: tuple[int, ...]) -> None:
-    """Write the media of many frames, folder by folder on two threads since file I/O releases the GIL."""
+def _write_media(
+    pool: ThreadPoolExecutor, images: Path, index: np.ndarray, size: int, key: tuple[int, ...]
+) -> list[Future[None]]:
+    """Start writing the media of many frames, one job per folder, so it overlaps the JSON work."""
     folders = index // FRAMES_PER_FOLDER
-    chunks = [index[folders == folder] for folder in np.unique(folders)]
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        for done in [pool.submit(_write_folder, images, chunk, size, key) for chunk in chunks]:
-            done.result()
+    return [pool.submit(_write_folder, images, index[folders == f], size, key) for f in np.unique(folders)]
 
 
 def _dump(obj: Any, path: Path) -> None:
@@ -415,7 +432,7 @@ def _load(path: Path) -> Any:
     """Read JSON, with orjson when installed."""
     with open(path, "rb") as f:
         data = f.read()
-    return orjson.loads(data) if orjson else json.loads(data)
+    return json.loads(data) if orjson is None else orjson.loads(data)
 
 
 def _check_media_size(media_size: int) -> None:
@@ -424,34 +441,23 @@ def _check_media_size(media_size: int) -> None:
         raise ValueError(f"media_size must be at least {MIN_MEDIA_SIZE} bytes, got {media_size}")
 
 
-def generate(
+def _write_truth(
     out_dir: Path,
     frames: int,
-    *,
-    media_size: int = 20_000,
-    seed: int = 0,
-    classes: int = 8,
-    boxes_per_frame: float = 10.0,
-    models: tuple[str, ...] = ("model_a", "model_b"),
+    media_size: int,
+    seed: int,
+    classes: int,
+    boxes_per_frame: float,
+    models: tuple[str, ...],
 ) -> Dataset:
-    """Write a COCO dataset (media, ground truth, predictions) that depends only on the arguments."""
-    _check_media_size(media_size)
-    if frames < 1 or classes < 2 or boxes_per_frame < 0 or seed < 0:
-        raise ValueError("need frames >= 1, classes >= 2, boxes_per_frame >= 0 and seed >= 0")
-    if not models or len(set(models)) != len(models):
-        raise ValueError(f"models must be distinct and at least one, got {models!r}")
-    out_dir = Path(out_dir)
-    stale = [name for name in ("images", "annotations", "predictions") if (out_dir / name).exists()]
-    if stale:
-        raise FileExistsError(f"{out_dir} already has {', '.join(stale)}; generate into a fresh folder")
+    """Write ground truth and predictions of a new dataset, returning its counts."""
     categories = _categories(classes)
     cat_ids = [c["id"] for c in categories]
     rng = _rng(seed, _GENERATE, _TRUTH)
     image_id = 100 + rng.permutation(frames)
     if frames > 1 and np.all(np.diff(image_id) > 0):
         image_id = np.roll(image_id, 1)  # id order must differ from file-name order
-    index = np.arange(frames)
-    t = _sample_truth(rng, index, image_id, cat_ids, boxes_per_frame, guarantee=True)
+    t = _sample_truth(rng, np.arange(frames), image_id, cat_ids, boxes_per_frame, guarantee=True)
     annotations = _truth_annotations(t, first_id=1)
     info = {
         "description": "dsvc synthetic COCO dataset",
@@ -481,7 +487,6 @@ def generate(
         predictions = _predictions(model_rng, t, _quality(position, len(models)), cat_ids, guarantee=True)
         _dump(predictions, out_dir / "predictions" / f"{model}.json")
         counts.append(len(predictions))
-    _write_media(out_dir / "images", index, media_size, (seed, _GENERATE, _MEDIA))
     return Dataset(
         root=out_dir,
         frames=frames,
@@ -491,9 +496,40 @@ def generate(
         empty_frames=int(np.sum(np.bincount(t.frame, minlength=frames) == 0)),
         categories=classes,
         media_size=media_size,
-        models=tuple(models),
+        models=models,
         predictions=tuple(counts),
     )
+
+
+@_no_gc()
+def generate(
+    out_dir: Path,
+    frames: int,
+    *,
+    media_size: int = 20_000,
+    seed: int = 0,
+    classes: int = 8,
+    boxes_per_frame: float = 10.0,
+    models: tuple[str, ...] = ("model_a", "model_b"),
+) -> Dataset:
+    """Write a COCO dataset (media, ground truth, predictions) that depends only on the arguments."""
+    _check_media_size(media_size)
+    if frames < 1 or classes < 2 or boxes_per_frame < 0 or seed < 0:
+        raise ValueError("need frames >= 1, classes >= 2, boxes_per_frame >= 0 and seed >= 0")
+    if not models or len(set(models)) != len(models):
+        raise ValueError(f"models must be distinct and at least one, got {models!r}")
+    out_dir = Path(out_dir)
+    stale = [name for name in ("images", "annotations", "predictions") if (out_dir / name).exists()]
+    if stale:
+        raise FileExistsError(f"{out_dir} already has {', '.join(stale)}; generate into a fresh folder")
+    with ThreadPoolExecutor(max_workers=MEDIA_THREADS) as pool:
+        media = _write_media(
+            pool, out_dir / "images", np.arange(frames), media_size, (seed, _GENERATE, _MEDIA)
+        )
+        dataset = _write_truth(out_dir, frames, media_size, seed, classes, boxes_per_frame, tuple(models))
+        for job in media:
+            job.result()
+    return dataset
 
 
 def _new_annotation(
@@ -592,6 +628,7 @@ def _relabel(
     return edits, new, removed
 
 
+@_no_gc()
 def mutate(
     root: Path, *, relabel: float = 0.01, add: int = 0, seed: int = 1, media_size: int | None = None
 ) -> Mutation:
@@ -639,7 +676,9 @@ def mutate(
             model_rng = _rng(seed, _MUTATE, _MODEL, position)
             quality = _quality(position, len(meta["models"]))
             _dump(_load(path) + _predictions(model_rng, t, quality, cat_ids, guarantee=False), path)
-        _write_media(root / "images", index, size, (seed, _MUTATE, _MEDIA))
+        with ThreadPoolExecutor(max_workers=MEDIA_THREADS) as pool:
+            for job in _write_media(pool, root / "images", index, size, (seed, _MUTATE, _MEDIA)):
+                job.result()
     coco["annotations"] = [ann for ann in coco["annotations"] if ann["id"] not in removed] + new
     _dump(coco, gt_path)
     _dump({"relabeled": relabeled, "added": added, "edits": edits}, root / "mutation.json")

@@ -31,7 +31,12 @@ class LooseBlobs:
         return self.root / hexid[:2] / hexid[2:4] / hexid
 
     def contains(self, oid: bytes) -> bool:
-        return self.path(oid).is_file()
+        return (self._pending is not None and oid in self._pending) or self.path(oid).is_file()
+
+    def _source(self, oid: bytes) -> Path:
+        """Where a blob's bytes are now: its final place, or its temporary file inside a batch."""
+        pending = self._pending.get(ObjectId(oid)) if self._pending is not None else None
+        return pending or self.path(oid)
 
     def begin(self) -> None:
         self._pending = {}
@@ -80,7 +85,7 @@ class LooseBlobs:
             raise
         os.close(fd)
         oid = ObjectId(h.digest())
-        if self.contains(oid) or (self._pending is not None and oid in self._pending):
+        if self.contains(oid):
             tmp.unlink()
         elif self._pending is not None:
             self._pending[oid] = tmp
@@ -92,7 +97,7 @@ class LooseBlobs:
     def read(self, oid: ObjectId) -> bytes:
         """Return a blob's bytes after checking they hash to its id."""
         try:
-            data = self.path(oid).read_bytes()
+            data = self._source(oid).read_bytes()
         except FileNotFoundError:
             raise ObjectMissing(f"blob {oid.hex()} is not in the store") from None
         h = hasher()
@@ -103,7 +108,7 @@ class LooseBlobs:
 
     def copy_to(self, oid: ObjectId, dest: Path) -> None:
         """Copy a blob to dest through a temporary file, verifying its hash on the way."""
-        src = self.path(oid)
+        src = self._source(oid)
         tmp = dest.with_name(f".{dest.name}.tmp-{secrets.token_hex(4)}")
         h = hasher()
         try:

@@ -252,6 +252,7 @@ class MemoryObjectStore(ObjectStore):
         super().__init__(compression_level)
         self.objects: dict[ObjectId, bytes] = {}
         self.blobs: dict[ObjectId, bytes] = {}
+        self._pending_blobs: dict[ObjectId, bytes] | None = None
 
     def _read_stored(self, oid: ObjectId) -> bytes | None:
         return self.objects.get(oid)
@@ -269,20 +270,29 @@ class MemoryObjectStore(ObjectStore):
         return [oid for oid in self.objects if low <= oid <= high]
 
     def has_blob(self, oid: ObjectId) -> bool:
-        return oid in self.blobs
+        return oid in self.blobs or (self._pending_blobs is not None and oid in self._pending_blobs)
 
     def _put_blob_chunks(self, chunks: Iterator[bytes]) -> tuple[ObjectId, int]:
         data = b"".join(chunks)
         oid = hash_bytes(data)
-        self.blobs.setdefault(oid, data)
+        (self.blobs if self._pending_blobs is None else self._pending_blobs).setdefault(oid, data)
         return oid, len(data)
+
+    def _begin_blobs(self) -> None:
+        self._pending_blobs = {}
+
+    def _end_blobs(self, commit: bool) -> None:
+        if commit and self._pending_blobs:
+            self.blobs.update(self._pending_blobs)
+        self._pending_blobs = None
 
     def read_blob(self, oid: ObjectId) -> bytes:
         self.counters.blob_reads += 1
-        try:
-            data = self.blobs[oid]
-        except KeyError:
-            raise ObjectMissing(f"blob {oid.hex()} is not in the store") from None
+        data = self.blobs.get(oid)
+        if data is None and self._pending_blobs is not None:
+            data = self._pending_blobs.get(oid)
+        if data is None:
+            raise ObjectMissing(f"blob {oid.hex()} is not in the store")
         if hash_bytes(data) != oid:
             raise CorruptObject(f"blob {oid.hex()} is corrupt: its bytes do not hash to its id")
         return data

@@ -1,0 +1,114 @@
+"""Objects and codec: canonical bytes, round trips, refusal of malformed or newer data."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from dsvc import codec
+from dsvc.errors import CorruptObject, UnsupportedFormat
+from dsvc.hashing import hash_bytes
+from dsvc.model import RLE, Annotation, BBox, polygon
+from dsvc.objects import FORMAT_VERSION, Commit, FileEntry, Frame, Labels, Node, Signature, decode_object, load
+
+from tests import strategies as S
+
+
+@given(S.objects)
+def test_encode_decode_encode_is_identity(obj: object) -> None:
+    data = obj.to_bytes()  # type: ignore[attr-defined]
+    again = decode_object(data)
+    assert again.to_bytes() == data
+    assert again.id == hash_bytes(data) == obj.id  # type: ignore[attr-defined]
+
+
+@given(S.objects)
+def test_decoded_objects_equal_the_originals_after_normalisation(obj: object) -> None:
+    once = decode_object(obj.to_bytes())  # type: ignore[attr-defined]
+    assert decode_object(once.to_bytes()) == once
+
+
+@given(S.metadata, S.metadata)
+def test_map_order_never_changes_the_bytes(a: dict, b: dict) -> None:
+    merged = {**a, **b}
+    reordered = dict(reversed(list(merged.items())))
+    assert codec.encode(codec.canonical(merged)) == codec.encode(codec.canonical(reordered))
+
+
+def test_floats_are_always_float64_and_ints_minimal() -> None:
+    assert codec.encode(codec.canonical([1.5])) == b"\x91\xcb" + bytes.fromhex("3ff8000000000000")
+    assert codec.encode(5) == b"\x05"
+    assert codec.encode(300) == b"\xcd\x01\x2c"
+
+
+def test_nan_is_refused() -> None:
+    with pytest.raises(ValueError, match="NaN"):
+        codec.canonical({"x": [math.nan]})
+    with pytest.raises(ValueError, match="finite"):
+        BBox(0, 0, math.nan, 1)
+    with pytest.raises(ValueError, match="negative size"):
+        BBox(0, 0, -1, 1)
+    with pytest.raises(ValueError, match="finite"):
+        Annotation("car", score=math.inf)
+
+
+def test_geometry_validation() -> None:
+    with pytest.raises(ValueError, match="counts sum"):
+        RLE(2, 2, (1, 1))
+    with pytest.raises(ValueError, match="at least 3"):
+        polygon([[0, 0, 1, 1]])
+    with pytest.raises(ValueError, match="class"):
+        Annotation("")
+
+
+@given(st.binary(max_size=3000), st.sampled_from([0, 3, codec.FAST_LEVEL]))
+def test_frame_round_trip(data: bytes, level: int) -> None:
+    stored = codec.frame(data, level)
+    assert codec.unframe(stored) == data
+    assert len(stored) <= len(data) + 1  # incompressible data is stored raw, never grows beyond the header
+
+
+def test_unframe_refuses_damage() -> None:
+    for bad in (b"", b"\x07abc", b"\x01not zstd"):
+        with pytest.raises(CorruptObject):
+            codec.unframe(bad)
+
+
+def test_oversized_objects_are_refused() -> None:
+    stored = codec.frame(b"a" * 10_000)
+    with pytest.raises(CorruptObject, match="exceeds"):
+        codec.unframe(stored, max_size=1000)
+
+
+def test_newer_format_versions_are_refused_clearly() -> None:
+    data = codec.encode(["labels", FORMAT_VERSION + 1, []])
+    with pytest.raises(UnsupportedFormat, match="format version"):
+        decode_object(data)
+
+
+def test_wrong_kind_and_garbage_are_corrupt() -> None:
+    with pytest.raises(CorruptObject, match="expected a commit"):
+        load(Labels(()).to_bytes(), Commit)
+    for garbage in (codec.encode(["nope", 1]), codec.encode(42), b"\xc1", codec.encode(["frame", 1, "x"])):
+        with pytest.raises(CorruptObject):
+            decode_object(garbage)
+
+
+def test_id_is_blake3_of_uncompressed_bytes() -> None:
+    import blake3
+
+    frame = Frame((), {"weather": "rain"})
+    assert frame.id == blake3.blake3(frame.to_bytes()).digest()
+
+
+def test_node_and_file_entry_values() -> None:
+    node = Node(1, (b"a", b"b"), (b"\x01" * 32, b"\x02" * 32), (3, 4))
+    assert node.size == 7 and Node(0, (b"a",), (b"x",)).size == 1
+    entry = FileEntry(b"\x03" * 32, 0o644, 12)  # type: ignore[arg-type]
+    assert FileEntry.from_bytes(entry.to_bytes()) == entry
+    with pytest.raises(CorruptObject):
+        FileEntry.from_bytes(codec.encode([1, 2]))
+    assert Signature("a", "b", 1, 60) == Signature.from_value(Signature("a", "b", 1, 60).to_value())

@@ -1,0 +1,235 @@
+"""Object store conformance: every implementation passes the same suite (DESIGN §5)."""
+
+from __future__ import annotations
+
+import os
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from dsvc.errors import CorruptObject, ObjectMissing
+from dsvc.hashing import ObjectId, hash_bytes, hash_file
+from dsvc.store import DiskObjectStore, MemoryObjectStore, ObjectStore
+from dsvc.store.packs import PackIndex
+
+
+def _corrupt_memory(store: ObjectStore, oid: ObjectId, position: int, xor: int) -> None:
+    assert isinstance(store, MemoryObjectStore)
+    stored = bytearray(store.objects[oid])
+    stored[position % len(stored)] ^= xor
+    store.objects[oid] = bytes(stored)
+
+
+def _corrupt_disk(store: ObjectStore, oid: ObjectId, position: int, xor: int) -> None:
+    assert isinstance(store, DiskObjectStore)
+    for reader in store.packs():
+        where = reader.index.find(oid)
+        if where >= 0:
+            offset = int(reader.index.offsets[where]) + position % int(reader.index.lengths[where])
+            path = reader.path
+            break
+    else:
+        raise AssertionError("object not found")
+    data = bytearray(path.read_bytes())
+    data[offset] ^= xor
+    path.chmod(0o644)
+    path.write_bytes(bytes(data))
+    store._packs.clear()  # re-map the damaged file
+
+
+Factory = Callable[[Path], tuple[ObjectStore, Callable[[ObjectStore, ObjectId, int, int], None]]]
+FACTORIES: dict[str, Factory] = {
+    "memory": lambda _: (MemoryObjectStore(), _corrupt_memory),
+    "disk": lambda tmp: (DiskObjectStore.create(tmp / "objects"), _corrupt_disk),
+}
+
+
+@pytest.fixture(params=sorted(FACTORIES))
+def make_store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Callable[[], tuple]:
+    counter = iter(range(10**9))
+    return lambda: FACTORIES[request.param](tmp_path_factory.mktemp(f"store{next(counter)}"))
+
+
+class TestObjectStoreConformance:
+    def test_put_get_round_trip(self, make_store: Callable[[], tuple]) -> None:
+        store, _ = make_store()
+        data = [os.urandom(n) for n in (0, 1, 100, 5000)] + [b"compressible " * 500]
+        with store.batch():
+            ids = [store.put(d) for d in data]
+        assert ids == [hash_bytes(d) for d in data]
+        assert [store.get(i) for i in ids] == data
+        assert store.contains_many([*ids, b"\0" * 32]) == [True] * len(ids) + [False]
+
+    def test_put_twice_stores_once(self, make_store: Callable[[], tuple]) -> None:
+        store, _ = make_store()
+        with store.batch():
+            store.put(b"same")
+            store.put(b"same")
+        store.put(b"same")
+        assert store.counters.writes == 1
+        assert sum(1 for _ in store.iter_stored()) == 1
+
+    def test_objects_are_visible_inside_their_batch(self, make_store: Callable[[], tuple]) -> None:
+        store, _ = make_store()
+        with store.batch():
+            oid = store.put(b"pending")
+            assert store.get(oid) == b"pending"
+            assert store.contains(oid)
+
+    def test_a_failed_batch_leaves_nothing(self, make_store: Callable[[], tuple], tmp_path: Path) -> None:
+        store, _ = make_store()
+        media = tmp_path / "m.bin"
+        media.write_bytes(b"media bytes")
+        with pytest.raises(RuntimeError), store.batch():
+            oid = store.put(b"doomed")
+            blob, _ = store.put_blob_file(media)
+            raise RuntimeError("crash")
+        assert not store.contains(oid)
+        assert not store.has_blob(blob)
+
+    def test_missing_object(self, make_store: Callable[[], tuple]) -> None:
+        store, _ = make_store()
+        with pytest.raises(ObjectMissing):
+            store.get(ObjectId(b"\1" * 32))
+        with pytest.raises(ObjectMissing):
+            store.read_blob(ObjectId(b"\1" * 32))
+
+    def test_blobs_round_trip_and_hash_like_b3sum(self, make_store: Callable[[], tuple], tmp_path: Path) -> None:
+        store, _ = make_store()
+        path = tmp_path / "frame.jpg"
+        path.write_bytes(os.urandom(3 << 20))
+        with store.batch():
+            oid, size = store.put_blob_file(path)
+        assert oid == hash_file(path) and size == 3 << 20
+        assert store.has_blob(oid) and store.read_blob(oid) == path.read_bytes()
+        store.copy_blob(oid, tmp_path / "out.jpg")
+        assert (tmp_path / "out.jpg").read_bytes() == path.read_bytes()
+        assert list(store.iter_blobs()) == [oid]
+
+    def test_prefix_lookup(self, make_store: Callable[[], tuple]) -> None:
+        store, _ = make_store()
+        with store.batch():
+            ids = [store.put(b"object %d" % i) for i in range(300)]
+        blob = store.put_blob(b"a blob")
+        for oid in [*ids[:20], blob]:
+            assert store.find_prefix(oid.hex()[:10]) == [oid]
+        assert all(o.hex().startswith(ids[0].hex()[:4]) for o in store.find_prefix(ids[0].hex()[:4]))
+
+    def test_batched_lookup_matches_single_lookups(self, make_store: Callable[[], tuple]) -> None:
+        store, _ = make_store()
+        with store.batch():
+            present = [store.put(os.urandom(50)) for _ in range(500)]
+        absent = [ObjectId(os.urandom(32)) for _ in range(500)]
+        # ids that end in NUL bytes are where numpy's fixed-width bytes get subtle
+        absent.append(ObjectId(present[0][:-1] + b"\0"))
+        wanted = present + absent
+        assert store.contains_many(wanted) == [store.contains(o) for o in wanted] == [True] * 500 + [False] * 501
+
+    @given(data=st.data())
+    def test_every_single_byte_corruption_is_detected(self, make_store: Callable[[], tuple], data: st.DataObject) -> None:
+        store, corrupt = make_store()
+        payload = data.draw(st.binary(min_size=1, max_size=400) | st.just(b"label " * 100))
+        oid = store.put(payload)
+        position = data.draw(st.integers(0, 10_000))
+        corrupt(store, oid, position, data.draw(st.integers(1, 255)))
+        with pytest.raises(CorruptObject, match=oid.hex()):
+            store.get(oid)
+        assert [bad for bad, _ in store.verify()] == [oid]
+
+
+def test_disk_store_reopens_and_sees_other_writers(tmp_path: Path) -> None:
+    store = DiskObjectStore.create(tmp_path / "objects")
+    oid = store.put(b"first")
+    other = DiskObjectStore(tmp_path / "objects")
+    assert other.get(oid) == b"first"
+    later = other.put(b"written by another process")
+    assert store.get(later) == b"written by another process"
+
+
+def test_one_batch_writes_one_pack(tmp_path: Path) -> None:
+    store = DiskObjectStore.create(tmp_path / "objects")
+    with store.batch():
+        for i in range(1000):
+            store.put(b"object %d" % i)
+    assert len(list((tmp_path / "objects" / "packs").glob("*.pack"))) == 1
+    assert len(list((tmp_path / "objects" / "packs").glob("*.idx"))) == 1
+
+
+def test_damaged_pack_index_is_refused(tmp_path: Path) -> None:
+    store = DiskObjectStore.create(tmp_path / "objects")
+    store.put(b"x" * 100)
+    (idx,) = (tmp_path / "objects" / "packs").glob("*.idx")
+    data = bytearray(idx.read_bytes())
+    data[40] ^= 1
+    idx.write_bytes(bytes(data))
+    with pytest.raises(CorruptObject, match="damaged"):
+        PackIndex.load(idx)
+
+
+def test_index_pointing_past_its_pack_is_refused(tmp_path: Path) -> None:
+    store = DiskObjectStore.create(tmp_path / "objects")
+    store.put(b"y" * 100)
+    (pack,) = (tmp_path / "objects" / "packs").glob("*.pack")
+    pack.write_bytes(pack.read_bytes()[:20])
+    with pytest.raises(CorruptObject, match="past the end"):
+        DiskObjectStore(tmp_path / "objects").get(hash_bytes(b"y" * 100))
+
+
+def test_corrupt_loose_blob_is_detected(tmp_path: Path) -> None:
+    store = DiskObjectStore.create(tmp_path / "objects")
+    oid = store.put_blob(b"media" * 100)
+    path = store.loose.path(oid)
+    path.chmod(0o644)
+    path.write_bytes(b"media" * 99 + b"MEDIA")
+    with pytest.raises(CorruptObject, match=oid.hex()):
+        store.read_blob(oid)
+    with pytest.raises(CorruptObject):
+        store.copy_blob(oid, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    assert [bad for bad, _ in store.verify()] == [oid]
+
+
+def test_loose_blobs_are_read_only(tmp_path: Path) -> None:
+    store = DiskObjectStore.create(tmp_path / "objects")
+    oid = store.put_blob(b"frame")
+    assert store.loose.path(oid).stat().st_mode & 0o222 == 0
+
+
+def test_storing_a_large_file_streams_in_constant_memory(tmp_path: Path) -> None:
+    big = tmp_path / "big.bin"
+    chunk = os.urandom(1 << 20)
+    with open(big, "wb") as handle:
+        for _ in range(64):
+            handle.write(chunk)
+    store = DiskObjectStore.create(tmp_path / "objects")
+    tracemalloc.start()
+    oid, size = store.put_blob_file(big)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert size == 64 << 20 and oid == hash_file(big)
+    assert peak < 8 << 20, f"peak {peak} bytes while storing a 64 MiB file"
+
+
+def test_pack_index_lookup_uses_fanout(tmp_path: Path) -> None:
+    store = DiskObjectStore.create(tmp_path / "objects")
+    with store.batch():
+        ids = [store.put(b"%d" % i) for i in range(2000)]
+    (reader,) = store.packs()
+    index = reader.index
+    assert int(index.fanout[-1]) == len(index) == 2000
+    assert np.all(index.ids[:-1] < index.ids[1:])
+    assert all(index.find(o) >= 0 for o in ids[:100])
+
+
+def test_blobs_are_readable_inside_their_batch(make_store: Callable[[], tuple], tmp_path: Path) -> None:
+    store, _ = make_store()
+    with store.batch():
+        oid = store.put_blob(b"fresh media")
+        assert store.has_blob(oid) and store.read_blob(oid) == b"fresh media"
+        assert store.put_blob(b"fresh media") == oid
+    assert store.read_blob(oid) == b"fresh media"
