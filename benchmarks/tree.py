@@ -178,10 +178,10 @@ def _section(results: list[Result], edits: int, cmd: str) -> str:
 
 {report.stamp(cmd)}
 
-Each size is built from sorted frame-id keys with random 32-byte values in a `MemoryObjectStore`, then
-{edits:,} distinct edits are applied ({UPDATE_SHARE:.0%} value changes, {INSERT_SHARE:.0%} inserts of new
-keys spread over the map, the rest deletes) and the two versions are diffed; the diff is checked against
-the edits. Times are the best of 3 runs; node counts are store reads and writes of one run.
+Each map is built from sorted frame-id keys with random 32-byte values in a `MemoryObjectStore`. Then
+{edits:,} distinct edits are applied: {UPDATE_SHARE:.0%} value changes, {INSERT_SHARE:.0%} inserts of new
+keys spread over the map, the rest deletes. Finally the two versions are diffed, and the diff is checked
+against the edits. Times are the best of 3 runs; node counts are the store writes and reads of one run.
 
 {_size_table(results)}
 

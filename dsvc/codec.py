@@ -99,7 +99,9 @@ def unframe(stored: bytes | memoryview, max_size: int = MAX_OBJECT_SIZE) -> byte
         try:
             params = zstandard.get_frame_parameters(body)
             if params.content_size > max_size:
-                raise CorruptObject(f"object of {params.content_size} bytes exceeds the {max_size}-byte limit")
+                raise CorruptObject(
+                    f"object of {params.content_size} bytes exceeds the {max_size}-byte limit"
+                )
             return _decompressor().decompress(body, max_output_size=max_size)
         except zstandard.ZstdError as exc:
             raise CorruptObject(f"damaged compressed object: {exc}") from None

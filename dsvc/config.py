@@ -41,7 +41,8 @@ class Config:
         version = config.get_int("core", "format", 0)
         if version > REPO_FORMAT:
             raise UnsupportedFormat(
-                f"{path}: repository format {version} is newer than this dsvc understands ({REPO_FORMAT}); upgrade dsvc"
+                f"{path}: repository format {version} is newer than this dsvc understands ({REPO_FORMAT}); "
+                "upgrade dsvc"
             )
         if version < 1:
             raise InvalidInput("missing or invalid core.format", path=str(path))
@@ -57,7 +58,9 @@ class Config:
         try:
             return int(value)
         except ValueError:
-            raise InvalidInput(f"{section}.{key} must be an integer, got {value!r}", path=str(self.path)) from None
+            raise InvalidInput(
+                f"{section}.{key} must be an integer, got {value!r}", path=str(self.path)
+            ) from None
 
     def get_bool(self, section: str, key: str, default: bool) -> bool:
         value = self.get(section, key)

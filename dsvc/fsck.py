@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 
 from dsvc.errors import CorruptObject, DsvcError, ObjectMissing
 from dsvc.hashing import ObjectId
+from dsvc.history import load_any
 from dsvc.objects import Checkpoint, Commit, FileEntry, Frame, InferenceSet, Node, StoredObject
 from dsvc.refs import HEAD, RefStore
 from dsvc.store import ObjectStore
-from dsvc.history import load_any
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ def fsck(store: ObjectStore, refs: RefStore) -> FsckReport:
     report.objects = sum(1 for _ in store.iter_stored())
     report.blobs = sum(1 for _ in store.iter_blobs())
     bad = {p.subject for p in report.problems}
-    names = [HEAD, *refs.list()]
+    names = [HEAD, *refs.list_refs()]
     seen: set[bytes] = set()
     stack: list[tuple[str, ObjectId, str | None, str]] = []
     for name in names:

@@ -41,7 +41,9 @@ def hash_file(path: str | os.PathLike[str]) -> ObjectId:
     """Return the id of a file, streaming it in constant memory; equals `b3sum FILE`."""
     h = blake3.blake3(max_threads=blake3.blake3.AUTO)
     with open(path, "rb") as handle:
-        for chunk in iter_chunks(handle, THREADED_FROM if os.fstat(handle.fileno()).st_size >= THREADED_FROM else CHUNK):
+        for chunk in iter_chunks(
+            handle, THREADED_FROM if os.fstat(handle.fileno()).st_size >= THREADED_FROM else CHUNK
+        ):
             h.update(chunk)
     return ObjectId(h.digest())
 
@@ -69,4 +71,3 @@ def is_hex_prefix(text: str) -> bool:
 def short(oid: bytes, length: int = 12) -> str:
     """Return the abbreviated hex form used in human-readable output."""
     return oid.hex()[:length]
-

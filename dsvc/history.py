@@ -12,7 +12,7 @@ import re
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from dsvc.errors import BadRevision, CorruptObject, ObjectMissing
@@ -25,7 +25,15 @@ NAMESPACES = ("refs/heads/", "refs/tags/", "refs/checkpoints/", "refs/inferences
 _SUFFIX = re.compile(r"(~\d*|\^\d*)")
 _REFLOG = re.compile(r"^(?P<name>.*)@\{(?P<spec>[^}]*)\}$")
 _AGO = re.compile(r"^(\d+)\s*(second|minute|hour|day|week|month|year)s?[\s.]*ago$")
-_UNIT_S = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 604800, "month": 2592000, "year": 31536000}
+_UNIT_S = {
+    "second": 1,
+    "minute": 60,
+    "hour": 3600,
+    "day": 86400,
+    "week": 604800,
+    "month": 2592000,
+    "year": 31536000,
+}
 
 
 def load_any(store: ObjectStore, oid: ObjectId) -> StoredObject:
@@ -62,7 +70,12 @@ def make_commit(
 
 
 def new_checkpoint(
-    store: ObjectStore, name: str, commit: ObjectId, description: str, metadata: Mapping[str, Any], who: Signature
+    store: ObjectStore,
+    name: str,
+    commit: ObjectId,
+    description: str,
+    metadata: Mapping[str, Any],
+    who: Signature,
 ) -> ObjectId:
     """Store the first version of a checkpoint."""
     read_commit(store, commit)
@@ -96,8 +109,8 @@ def walk(store: ObjectStore, starts: list[ObjectId]) -> Iterator[tuple[ObjectId,
             heapq.heappush(queue, (-commit.author.time, order, oid, commit))
             order += 1
     while queue:
-        _, _, oid, commit = heapq.heappop(queue)
-        yield ObjectId(oid), commit
+        _, _, popped, commit = heapq.heappop(queue)
+        yield ObjectId(popped), commit
         for parent in commit.parents:
             if parent not in seen:
                 seen.add(parent)
@@ -157,12 +170,15 @@ def _from_reflog(refs: RefStore, name: str, spec: str, now: float) -> ObjectId:
         index = int(spec)
         if index >= len(entries):
             raise BadRevision(f"{ref} has only {len(entries)} reflog entries")
-        return entries[-1 - index].new  # type: ignore[return-value]
-    moment = _parse_date(spec, now)
-    older = [e for e in entries if e.time <= moment]
-    if not older:
-        raise BadRevision(f"{ref} did not exist at {spec}")
-    return older[-1].new  # type: ignore[return-value]
+        found = entries[-1 - index].new
+    else:
+        moment = _parse_date(spec, now)
+        older = [e for e in entries if e.time <= moment]
+        if not older:
+            raise BadRevision(f"{ref} did not exist at {spec}")
+        found = older[-1].new
+    assert found is not None
+    return found
 
 
 def _resolve_base(store: ObjectStore, refs: RefStore, base: str, now: float) -> ObjectId:
@@ -225,5 +241,5 @@ def resolve_commit(store: ObjectStore, refs: RefStore, rev: str) -> ObjectId:
 def signature(name: str, email: str, when: float | None = None) -> Signature:
     """Make a signature for now (or a given time) in the local time zone."""
     moment = time.time() if when is None else when
-    offset = datetime.fromtimestamp(moment, timezone.utc).astimezone().utcoffset() or timedelta()
+    offset = datetime.fromtimestamp(moment, UTC).astimezone().utcoffset() or timedelta()
     return Signature(name, email, int(moment), int(offset.total_seconds() // 60))

@@ -50,7 +50,8 @@ class WriterLock:
                 if time.monotonic() >= deadline:
                     os.close(fd)
                     raise LockHeld(
-                        f"the repository is locked by {self.holder()} ({self.path}); try again when it finishes"
+                        f"the repository is locked by {self.holder()} ({self.path}); "
+                        "try again when it finishes"
                     ) from None
                 time.sleep(POLL_S)
         os.ftruncate(fd, 0)

@@ -158,7 +158,7 @@ class Node(StoredObject):
 
 @dataclass(frozen=True)
 class Commit(StoredObject):
-    """A frozen version: the root of each column map (frames, labels, files, ...), parents, author, message."""
+    """A frozen version: each column map's root (frames, labels, files, ...), parents, author, message."""
 
     KIND: ClassVar[str] = "commit"
     roots: Mapping[str, ObjectId]
@@ -276,7 +276,9 @@ def decode_object(data: bytes, expect: type[T] | None = None) -> StoredObject:
     if cls is None:
         raise CorruptObject(f"unknown object kind {kind!r}")
     if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise UnsupportedFormat(f"{kind} object has format version {version}; this dsvc reads up to {FORMAT_VERSION}")
+        raise UnsupportedFormat(
+            f"{kind} object has format version {version}; this dsvc reads up to {FORMAT_VERSION}"
+        )
     if expect is not None and cls is not expect:
         raise CorruptObject(f"expected a {expect.KIND} object, found a {kind}")
     try:

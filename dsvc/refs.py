@@ -145,7 +145,7 @@ class RefStore:
                 return
             folder = folder.parent
 
-    def list(self, prefix: str = "refs/") -> dict[str, ObjectId]:
+    def list_refs(self, prefix: str = "refs/") -> dict[str, ObjectId]:
         """Return every ref under prefix with its id, sorted by name."""
         base = self.root / "refs"
         out: dict[str, ObjectId] = {}
@@ -237,7 +237,8 @@ class _LockContext:
             except FileExistsError:
                 if time.monotonic() > deadline:
                     raise LockHeld(
-                        f"{path} exists: another dsvc process is updating this ref; if none is, remove the file"
+                        f"{path} exists: another dsvc process is updating this ref; "
+                        "if none is, remove the file"
                     ) from None
                 time.sleep(0.01)
         self.lock = RefStore._Lock(path, fd)
@@ -248,4 +249,3 @@ class _LockContext:
         os.close(self.lock.fd)
         if not self.lock.done:
             self.lock.path.unlink(missing_ok=True)
-

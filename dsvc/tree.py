@@ -58,14 +58,14 @@ class Change(NamedTuple):
 class _Entry(NamedTuple):
     key: bytes
     value: bytes
-    count: int
+    size: int
     boundary: bool
 
 
 def _node_of(level: int, entries: list[_Entry]) -> Node:
     keys = tuple(e.key for e in entries)
     values = tuple(e.value for e in entries)
-    return Node(level, keys, values, tuple(e.count for e in entries) if level else ())
+    return Node(level, keys, values, tuple(e.size for e in entries) if level else ())
 
 
 def _loader(store: ObjectStore) -> Callable[[bytes], Node]:
@@ -326,11 +326,12 @@ def _rewrite_level(
         run = _Run(level)
         while True:
             if cursor is None:
-                dkey, did, last = (top.keys[-1] if top.keys else b""), top.id, True
+                dkey, did, last = (top.keys[-1] if top.keys else b""), bytes(top.id), True
             else:
                 (dkey, did), last = cursor.current(), cursor.is_last()
             consumed.append((dkey, did))
-            j = _merge(top if cursor is None else load(did), last, edits, j, None if last else dkey, run)
+            old = top if cursor is None else load(did)
+            j = _merge(old, last, edits, j, None if last else dkey, run)
             new_nodes += run.take_nodes()
             if not run.keys or last:
                 break
@@ -350,7 +351,9 @@ def _rewrite_level(
     return sorted(up.items()), made
 
 
-def _build_level(level: int, entries: list[tuple[bytes, tuple[bytes, int]]], fresh: dict[bytes, Node]) -> list[Node]:
+def _build_level(
+    level: int, entries: list[tuple[bytes, tuple[bytes, int]]], fresh: dict[bytes, Node]
+) -> list[Node]:
     """Chunk a whole level from scratch (levels above the old root)."""
     nodes: list[Node] = []
     pending: list[_Entry] = []
@@ -434,7 +437,9 @@ def diff(store: ObjectStore, a: ObjectId, b: ObjectId) -> Iterator[Change]:
         _, _, oid = stack.pop()
         node = load(oid)
         if node.level:
-            stack.extend((node.level - 1, node.keys[i], node.values[i]) for i in range(len(node.keys) - 1, -1, -1))
+            stack.extend(
+                (node.level - 1, node.keys[i], node.values[i]) for i in range(len(node.keys) - 1, -1, -1)
+            )
         else:
             stack.extend((-1, node.keys[i], node.values[i]) for i in range(len(node.keys) - 1, -1, -1))
 

@@ -57,8 +57,13 @@ def test_reflog_revisions(chain: tuple[Repo, list[ObjectId]]) -> None:
 
 def test_bad_revisions_say_what_is_wrong(chain: tuple[Repo, list[ObjectId]]) -> None:
     repo, _ = chain
-    for rev, message in (("nosuchrev", "unknown revision"), ("", "empty"), ("~1", "no name"),
-                         ("ffffffff", "unknown revision"), ("abc", "unknown revision")):
+    for rev, message in (
+        ("nosuchrev", "unknown revision"),
+        ("", "empty"),
+        ("~1", "no name"),
+        ("ffffffff", "unknown revision"),
+        ("abc", "unknown revision"),
+    ):
         with pytest.raises(BadRevision, match=message):
             repo.rev_parse(rev)
 
@@ -114,5 +119,5 @@ def test_non_commits_are_refused_where_a_commit_is_needed(chain: tuple[Repo, lis
     obj = repo.store.put(b"not an object")
     with pytest.raises(BadRevision):
         repo.rev_parse(blob.hex(), commit=True)
-    with pytest.raises(Exception, match="not a dsvc object|undecodable"):
+    with pytest.raises(Exception, match=r"not a dsvc object|undecodable"):
         repo.rev_parse(obj.hex(), commit=True)

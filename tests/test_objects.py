@@ -12,8 +12,17 @@ from dsvc import codec
 from dsvc.errors import CorruptObject, UnsupportedFormat
 from dsvc.hashing import hash_bytes
 from dsvc.model import RLE, Annotation, BBox, polygon
-from dsvc.objects import FORMAT_VERSION, Commit, FileEntry, Frame, Labels, Node, Signature, decode_object, load
-
+from dsvc.objects import (
+    FORMAT_VERSION,
+    Commit,
+    FileEntry,
+    Frame,
+    Labels,
+    Node,
+    Signature,
+    decode_object,
+    load,
+)
 from tests import strategies as S
 
 

@@ -50,7 +50,9 @@ FACTORIES: dict[str, Factory] = {
 
 
 @pytest.fixture(params=sorted(FACTORIES))
-def make_store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Callable[[], tuple]:
+def make_store(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[[], tuple]:
     counter = iter(range(10**9))
     return lambda: FACTORIES[request.param](tmp_path_factory.mktemp(f"store{next(counter)}"))
 
@@ -99,7 +101,9 @@ class TestObjectStoreConformance:
         with pytest.raises(ObjectMissing):
             store.read_blob(ObjectId(b"\1" * 32))
 
-    def test_blobs_round_trip_and_hash_like_b3sum(self, make_store: Callable[[], tuple], tmp_path: Path) -> None:
+    def test_blobs_round_trip_and_hash_like_b3sum(
+        self, make_store: Callable[[], tuple], tmp_path: Path
+    ) -> None:
         store, _ = make_store()
         path = tmp_path / "frame.jpg"
         path.write_bytes(os.urandom(3 << 20))
@@ -128,10 +132,14 @@ class TestObjectStoreConformance:
         # ids that end in NUL bytes are where numpy's fixed-width bytes get subtle
         absent.append(ObjectId(present[0][:-1] + b"\0"))
         wanted = present + absent
-        assert store.contains_many(wanted) == [store.contains(o) for o in wanted] == [True] * 500 + [False] * 501
+        assert (
+            store.contains_many(wanted) == [store.contains(o) for o in wanted] == [True] * 500 + [False] * 501
+        )
 
     @given(data=st.data())
-    def test_every_single_byte_corruption_is_detected(self, make_store: Callable[[], tuple], data: st.DataObject) -> None:
+    def test_every_single_byte_corruption_is_detected(
+        self, make_store: Callable[[], tuple], data: st.DataObject
+    ) -> None:
         store, corrupt = make_store()
         payload = data.draw(st.binary(min_size=1, max_size=400) | st.just(b"label " * 100))
         oid = store.put(payload)

@@ -12,7 +12,6 @@ from dsvc import tree
 from dsvc.errors import InvalidInput
 from dsvc.objects import Node
 from dsvc.store import MemoryObjectStore
-
 from tests import strategies as S
 
 
@@ -26,7 +25,9 @@ def _apply_naive(contents: dict[bytes, bytes], edits: list[tuple[bytes, bytes | 
     return out
 
 
-def _naive_diff(a: dict[bytes, bytes], b: dict[bytes, bytes]) -> list[tuple[bytes, bytes | None, bytes | None]]:
+def _naive_diff(
+    a: dict[bytes, bytes], b: dict[bytes, bytes]
+) -> list[tuple[bytes, bytes | None, bytes | None]]:
     return sorted((k, a.get(k), b.get(k)) for k in a.keys() | b.keys() if a.get(k) != b.get(k))
 
 

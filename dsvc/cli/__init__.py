@@ -12,7 +12,6 @@ from typing import Any
 
 import click
 
-from dsvc import __version__
 from dsvc.cli.output import Output, error
 from dsvc.errors import DsvcError
 
@@ -48,8 +47,10 @@ class DsvcGroup(click.Group):
 
 
 @click.group(cls=DsvcGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, "--version", prog_name="dsvc")
-@click.option("-C", "directory", type=click.Path(file_okay=False, path_type=Path), help="Run as if started in DIR.")
+@click.version_option(package_name="dsvc", prog_name="dsvc")
+@click.option(
+    "-C", "directory", type=click.Path(file_okay=False, path_type=Path), help="Run as if started in DIR."
+)
 @click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
 @click.pass_context
 def main(ctx: click.Context, directory: Path | None, debug: bool) -> None:

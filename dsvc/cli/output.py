@@ -31,7 +31,9 @@ class Output:
 
     def data(self, value: Any) -> None:
         """Print a JSON document (under --json)."""
-        sys.stdout.buffer.write(orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS) + b"\n")
+        sys.stdout.buffer.write(
+            orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS) + b"\n"
+        )
         sys.stdout.flush()
 
     def report(self, value: Any, text: str) -> None:

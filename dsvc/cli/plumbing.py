@@ -25,10 +25,22 @@ def reporting(func: F) -> F:
     def set_quiet(ctx: click.Context, _: click.Parameter, value: bool) -> None:
         ctx.ensure_object(Output).quiet = value
 
-    func = click.option("--json", "as_json", is_flag=True, expose_value=False, callback=set_json,
-                        help="Print machine-readable JSON on stdout.")(func)
-    return click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=set_quiet,
-                        help="Print nothing but errors.")(func)  # type: ignore[return-value]
+    func = click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        expose_value=False,
+        callback=set_json,
+        help="Print machine-readable JSON on stdout.",
+    )(func)
+    return click.option(
+        "-q",
+        "--quiet",
+        is_flag=True,
+        expose_value=False,
+        callback=set_quiet,
+        help="Print nothing but errors.",
+    )(func)
 
 
 def open_repo(ctx: click.Context) -> Repo:
@@ -38,11 +50,13 @@ def open_repo(ctx: click.Context) -> Repo:
     return Repo.discover(cwd(ctx))
 
 
-@click.command(epilog="""\b
+@click.command(
+    epilog="""\b
 Examples:
   dsvc init                 # make the current folder a repository
   dsvc init datasets/cars   # create the folder if needed
-""")
+"""
+)
 @click.argument("directory", required=False, type=click.Path(file_okay=False, path_type=Path))
 @reporting
 @click.pass_context
@@ -58,13 +72,18 @@ def init(ctx: click.Context, directory: Path | None) -> None:
     out.report({"path": str(repo.dsvc_dir), "created": created}, f"{verb} dsvc repository in {repo.dsvc_dir}")
 
 
-@click.command("hash-object", epilog="""\b
+@click.command(
+    "hash-object",
+    epilog="""\b
 Examples:
   dsvc hash-object images/0001.jpg        # same digest as `b3sum images/0001.jpg`
   dsvc hash-object -w images/*.jpg        # also store the files as blobs
-""")
+""",
+)
 @click.option("-w", "write", is_flag=True, help="Store the files in the object store.")
-@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument(
+    "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
 @reporting
 @click.pass_context
 def hash_object(ctx: click.Context, write: bool, files: tuple[Path, ...]) -> None:
@@ -83,11 +102,14 @@ def hash_object(ctx: click.Context, write: bool, files: tuple[Path, ...]) -> Non
             click.echo(oid.hex())
 
 
-@click.command("cat-object", epilog="""\b
+@click.command(
+    "cat-object",
+    epilog="""\b
 Examples:
   dsvc cat-object HEAD --json          # the commit HEAD points at, as JSON
   dsvc cat-object 3ae7d805 > out.jpg   # a blob's raw bytes
-""")
+""",
+)
 @click.argument("rev")
 @reporting
 @click.pass_context
@@ -111,12 +133,15 @@ def cat_object(ctx: click.Context, rev: str) -> None:
             click.echo(f"{key}: {item}")
 
 
-@click.command("rev-parse", epilog="""\b
+@click.command(
+    "rev-parse",
+    epilog="""\b
 Examples:
   dsvc rev-parse HEAD
   dsvc rev-parse main~2
   dsvc rev-parse v0 --commit    # the commit a checkpoint points at
-""")
+""",
+)
 @click.argument("revs", nargs=-1, required=True)
 @click.option("--commit", is_flag=True, help="Peel each revision to the commit it names.")
 @reporting
@@ -134,11 +159,13 @@ def rev_parse(ctx: click.Context, revs: tuple[str, ...], commit: bool) -> None:
             click.echo(oid.hex())
 
 
-@click.command(epilog="""\b
+@click.command(
+    epilog="""\b
 Examples:
   dsvc fsck            # exit 1 and name each bad object if anything is wrong
   dsvc fsck --json
-""")
+"""
+)
 @reporting
 @click.pass_context
 def fsck(ctx: click.Context) -> None:
@@ -147,16 +174,23 @@ def fsck(ctx: click.Context) -> None:
     assert out is not None
     report = open_repo(ctx).fsck()
     if out.json:
-        out.data({
-            "ok": report.ok, "objects": report.objects, "blobs": report.blobs, "refs": report.refs,
-            "reachable": report.reachable,
-            "problems": [{"id": p.subject, "problem": p.message} for p in report.problems],
-        })
+        out.data(
+            {
+                "ok": report.ok,
+                "objects": report.objects,
+                "blobs": report.blobs,
+                "refs": report.refs,
+                "reachable": report.reachable,
+                "problems": [{"id": p.subject, "problem": p.message} for p in report.problems],
+            }
+        )
     else:
         for problem in report.problems:
             click.echo(f"bad {problem.subject}: {problem.message}", err=True)
-        out.echo(f"checked {report.objects} objects, {report.blobs} blobs, {report.refs} refs: "
-                 + ("ok" if report.ok else f"{len(report.problems)} problem(s)"))
+        out.echo(
+            f"checked {report.objects} objects, {report.blobs} blobs, {report.refs} refs: "
+            + ("ok" if report.ok else f"{len(report.problems)} problem(s)")
+        )
     if not report.ok:
         ctx.exit(1)
 

@@ -103,9 +103,11 @@ class ObjectStore(ABC):
     def _find_blob_prefix(self, prefix: str) -> list[ObjectId]:
         """Return the blob ids that start with a hex prefix."""
 
+    @abstractmethod
     def _begin_blobs(self) -> None:
         """Start deferring blob durability until the batch ends."""
 
+    @abstractmethod
     def _end_blobs(self, commit: bool) -> None:
         """Make a batch's blobs durable (or drop them)."""
 
@@ -204,7 +206,9 @@ class ObjectStore(ABC):
         if not pending:
             return
         ids = list(pending)
-        fresh = {oid: pending[oid] for oid, found in zip(ids, self._has_stored(ids), strict=True) if not found}
+        fresh = {
+            oid: pending[oid] for oid, found in zip(ids, self._has_stored(ids), strict=True) if not found
+        }
         if fresh:
             self._write_stored(fresh)
             self.counters.writes += len(fresh)
@@ -348,7 +352,9 @@ class DiskObjectStore(ObjectStore):
 
     def _write_stored(self, entries: dict[ObjectId, bytes]) -> None:
         name = write_pack(self.pack_dir, entries.items())
-        self._packs[name] = PackReader(self.pack_dir / f"{name}.pack", PackIndex.load(self.pack_dir / f"{name}.idx"))
+        self._packs[name] = PackReader(
+            self.pack_dir / f"{name}.pack", PackIndex.load(self.pack_dir / f"{name}.idx")
+        )
 
     def _has_stored(self, oids: list[ObjectId]) -> list[bool]:
         if not oids:
@@ -360,7 +366,7 @@ class DiskObjectStore(ObjectStore):
                 found |= reader.index.find_many(wanted) >= 0
             if found.all():
                 break
-        return found.tolist()  # type: ignore[no-any-return]
+        return [bool(f) for f in found]
 
     def iter_stored(self) -> Iterator[tuple[ObjectId, bytes]]:
         for reader in self.packs():

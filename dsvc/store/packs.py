@@ -49,7 +49,9 @@ class PackIndex:
         if magic != INDEX_MAGIC:
             raise CorruptObject(f"pack index {path.name} is not a dsvc pack index")
         if version > PACK_VERSION:
-            raise UnsupportedFormat(f"pack index {path.name} has format {version}; this dsvc reads {PACK_VERSION}")
+            raise UnsupportedFormat(
+                f"pack index {path.name} has format {version}; this dsvc reads {PACK_VERSION}"
+            )
         expected = INDEX_HEADER.size + 4 * FANOUT + count * (ID_SIZE + 8 + 4) + ID_SIZE
         if len(data) != expected or hash_bytes(memoryview(data)[:-ID_SIZE]) != data[-ID_SIZE:]:
             raise CorruptObject(f"pack index {path.name} is damaged (checksum mismatch)")
@@ -111,7 +113,9 @@ class PackReader:
         if magic != PACK_MAGIC:
             raise CorruptObject(f"pack {pack_path.name} is not a dsvc pack")
         if version > PACK_VERSION:
-            raise UnsupportedFormat(f"pack {pack_path.name} has format {version}; this dsvc reads {PACK_VERSION}")
+            raise UnsupportedFormat(
+                f"pack {pack_path.name} has format {version}; this dsvc reads {PACK_VERSION}"
+            )
         if len(index) and int((index.offsets + index.lengths).max()) > size:
             raise CorruptObject(f"pack index {index.name} points past the end of its pack")
 
@@ -152,11 +156,18 @@ def write_pack(folder: Path, entries: Iterable[tuple[ObjectId, bytes]]) -> str:
         handle.flush()
         os.fsync(handle.fileno())
     ids = np.array([oid for oid, _ in items], dtype=ID_DTYPE)
-    first_bytes = np.frombuffer(ids.tobytes(), dtype=np.uint8)[::ID_SIZE] if len(items) else np.empty(0, np.uint8)
+    first_bytes = (
+        np.frombuffer(ids.tobytes(), dtype=np.uint8)[::ID_SIZE] if len(items) else np.empty(0, np.uint8)
+    )
     fanout = np.cumsum(np.bincount(first_bytes, minlength=FANOUT)).astype("<u4")
     body = b"".join(
-        (INDEX_HEADER.pack(INDEX_MAGIC, PACK_VERSION, len(items)), fanout.tobytes(), ids.tobytes(),
-         offsets.tobytes(), lengths.tobytes())
+        (
+            INDEX_HEADER.pack(INDEX_MAGIC, PACK_VERSION, len(items)),
+            fanout.tobytes(),
+            ids.tobytes(),
+            offsets.tobytes(),
+            lengths.tobytes(),
+        )
     )
     name = f"pack-{name_hash.hexdigest()}"
     index_tmp = temp_name(folder / "new.idx")
