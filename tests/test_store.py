@@ -241,3 +241,27 @@ def test_blobs_are_readable_inside_their_batch(make_store: Callable[[], tuple], 
         assert store.has_blob(oid) and store.read_blob(oid) == b"fresh media"
         assert store.put_blob(b"fresh media") == oid
     assert store.read_blob(oid) == b"fresh media"
+
+
+def test_many_small_packs_are_merged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dsvc.store.objectstore as objectstore
+
+    monkeypatch.setattr(objectstore, "MAX_PACKS", 4)
+    store = DiskObjectStore.create(tmp_path / "objects")
+    ids = [store.put(b"object %d" % i) for i in range(12)]
+    assert len(store.packs()) <= 4
+    assert len(list((tmp_path / "objects" / "packs").glob("*.idx"))) == len(store.packs())
+    fresh = DiskObjectStore(tmp_path / "objects")
+    assert [fresh.get(o) for o in ids] == [b"object %d" % i for i in range(12)]
+    assert sorted(o for o, _ in fresh.iter_stored()) == sorted(ids)
+    assert list(fresh.verify()) == []
+
+
+def test_a_reader_survives_another_processes_repack(tmp_path: Path) -> None:
+    writer = DiskObjectStore.create(tmp_path / "objects")
+    ids = [writer.put(b"%d" % i) for i in range(5)]
+    reader = DiskObjectStore(tmp_path / "objects")
+    assert reader.get(ids[0]) == b"0"
+    assert writer.repack() == 5
+    assert [reader.get(o) for o in ids] == [b"%d" % i for i in range(5)]
+    assert len(reader.packs()) == 1

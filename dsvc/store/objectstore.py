@@ -22,12 +22,15 @@ from dsvc.errors import CorruptObject, ObjectMissing
 from dsvc.hashing import HEX_SIZE, ObjectId, hash_bytes, iter_chunks
 from dsvc.objects import StoredObject, load
 from dsvc.store.loose import LooseBlobs
-from dsvc.store.packs import ID_DTYPE, PackIndex, PackReader, write_pack
+from dsvc.store.packs import ID_DTYPE, PackIndex, PackReader, merge_entries, write_pack
 
 T = TypeVar("T", bound=StoredObject)
 
 # A batch's objects are written out as one pack once they pass this size (DESIGN §10: packs of ~64 MiB).
 PACK_TARGET = 64 << 20
+# Past this many packs, packs smaller than SMALL_PACK are merged into one, so lookups stay a few searches.
+MAX_PACKS = 32
+SMALL_PACK = 16 << 20
 
 
 @dataclass
@@ -333,14 +336,11 @@ class DiskObjectStore(ObjectStore):
         return list(self._packs.values())
 
     def _refresh(self) -> list[PackReader]:
-        """Open packs that appeared since the last look; return them."""
-        fresh = []
-        for idx_path in sorted(self.pack_dir.glob("pack-*.idx")):
-            if idx_path.stem not in self._packs:
-                reader = PackReader(idx_path.with_suffix(".pack"), PackIndex.load(idx_path))
-                self._packs[idx_path.stem] = reader
-                fresh.append(reader)
-        return fresh
+        """Open packs that appeared since the last look (and forget merged-away ones); return the new."""
+        present = {p.stem for p in self.pack_dir.glob("pack-*.idx")}
+        for gone in set(self._packs) - present:  # merged away by another process's repack
+            del self._packs[gone]
+        return [self._open(name) for name in sorted(present - set(self._packs))]
 
     def _read_stored(self, oid: ObjectId) -> bytes | None:
         for readers in (list(self._packs.values()), None):
@@ -351,10 +351,32 @@ class DiskObjectStore(ObjectStore):
         return None
 
     def _write_stored(self, entries: dict[ObjectId, bytes]) -> None:
-        name = write_pack(self.pack_dir, entries.items())
-        self._packs[name] = PackReader(
-            self.pack_dir / f"{name}.pack", PackIndex.load(self.pack_dir / f"{name}.idx")
-        )
+        self._open(write_pack(self.pack_dir, sorted(entries.items())))
+        if len(self._packs) > MAX_PACKS:
+            self.repack()
+
+    def _open(self, name: str) -> PackReader:
+        reader = PackReader(self.pack_dir / f"{name}.pack", PackIndex.load(self.pack_dir / f"{name}.idx"))
+        self._packs[name] = reader
+        return reader
+
+    def repack(self, small: int = SMALL_PACK) -> int:
+        """Merge every pack smaller than `small` bytes into one; return how many packs were merged.
+
+        The merged pack is durable before the old ones are deleted, so a crash leaves duplicates at worst.
+        Callers hold the writer lock; readers that still map an old pack keep reading it.
+        """
+        readers = [r for r in self.packs() if r.path.stat().st_size < small]
+        if len(readers) < 2:
+            return 0
+        merged = write_pack(self.pack_dir, merge_entries(readers))
+        for reader in readers:
+            if reader.index.name != merged:
+                del self._packs[reader.index.name]
+                (self.pack_dir / f"{reader.index.name}.idx").unlink()
+                reader.path.unlink()
+        self._open(merged)
+        return len(readers)
 
     def _has_stored(self, oids: list[ObjectId]) -> list[bool]:
         if not oids:

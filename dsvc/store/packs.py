@@ -7,6 +7,7 @@ damaged index is refused as a whole instead of sending lookups astray. Indexes a
 
 from __future__ import annotations
 
+import heapq
 import mmap
 import os
 import struct
@@ -134,35 +135,39 @@ class PackReader:
 
 
 def write_pack(folder: Path, entries: Iterable[tuple[ObjectId, bytes]]) -> str:
-    """Write (id, stored bytes) pairs as a new pack and index; return the pack's name.
+    """Write (id, stored bytes) pairs, sorted by id and unique, as a new pack and index; return its name.
 
+    Entries stream straight to disk, so packs of any size are written in memory bounded by their index.
     The pack is fsynced and renamed before its index, and readers discover packs by their index, so a crash
     never exposes an index without its pack.
     """
-    items = sorted(entries)
     name_hash = hasher()
-    offsets = np.empty(len(items), dtype="<u8")
-    lengths = np.empty(len(items), dtype="<u4")
+    id_list: list[bytes] = []
+    offset_list: list[int] = []
+    length_list: list[int] = []
     pack_tmp = temp_name(folder / "new.pack")
     with open(pack_tmp, "wb") as handle:
         handle.write(PACK_HEADER.pack(PACK_MAGIC, PACK_VERSION))
         offset = PACK_HEADER.size
-        for i, (oid, stored) in enumerate(items):
+        for oid, stored in entries:
+            if id_list and oid <= id_list[-1]:
+                raise ValueError("pack entries must be sorted by id and unique")
             name_hash.update(oid)
-            offsets[i] = offset
-            lengths[i] = len(stored)
+            id_list.append(oid)
+            offset_list.append(offset)
+            length_list.append(len(stored))
             handle.write(stored)
             offset += len(stored)
         handle.flush()
         os.fsync(handle.fileno())
-    ids = np.array([oid for oid, _ in items], dtype=ID_DTYPE)
-    first_bytes = (
-        np.frombuffer(ids.tobytes(), dtype=np.uint8)[::ID_SIZE] if len(items) else np.empty(0, np.uint8)
-    )
+    ids = np.array(id_list, dtype=ID_DTYPE)
+    offsets = np.array(offset_list, dtype="<u8")
+    lengths = np.array(length_list, dtype="<u4")
+    first_bytes = np.array([oid[0] for oid in id_list], dtype=np.uint8)
     fanout = np.cumsum(np.bincount(first_bytes, minlength=FANOUT)).astype("<u4")
     body = b"".join(
         (
-            INDEX_HEADER.pack(INDEX_MAGIC, PACK_VERSION, len(items)),
+            INDEX_HEADER.pack(INDEX_MAGIC, PACK_VERSION, len(id_list)),
             fanout.tobytes(),
             ids.tobytes(),
             offsets.tobytes(),
@@ -179,3 +184,12 @@ def write_pack(folder: Path, entries: Iterable[tuple[ObjectId, bytes]]) -> str:
     os.replace(index_tmp, folder / f"{name}.idx")
     fsync_dir(folder)
     return name
+
+
+def merge_entries(readers: list[PackReader]) -> Iterator[tuple[ObjectId, bytes]]:
+    """Yield the entries of several packs in id order, each id once: the input of a repack."""
+    last = None
+    for oid, stored in heapq.merge(*(r.iter_entries() for r in readers), key=lambda entry: entry[0]):
+        if oid != last:
+            last = oid
+            yield oid, stored
