@@ -51,6 +51,7 @@ COLUMN_VALUES: dict[str, Callable[[bytes], Iterator[tuple[str, ObjectId]]]] = {
     "frames": _object_value,
     "labels": _object_value,
     "predictions": _object_value,
+    "sources": _object_value,
     "files": _file_value,
 }
 

@@ -259,8 +259,28 @@ class InferenceSet(StoredObject):
         )
 
 
+@dataclass(frozen=True)
+class Source(StoredObject):
+    """An annotation source: where its file lives, its format, its media folder, and the dataset-level data
+    (categories, info, licenses, class names...) needed to render it again from frames and labels."""
+
+    KIND: ClassVar[str] = "source"
+    path: str
+    format: str
+    media: str
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    def fields_value(self) -> list[Any]:
+        return [self.path, self.format, self.media, dict(self.metadata)]
+
+    @classmethod
+    def from_fields(cls, values: list[Any]) -> Source:
+        path, fmt, media, metadata = values
+        return cls(str(path), str(fmt), str(media), dict(metadata))
+
+
 KINDS: dict[str, type[StoredObject]] = {
-    kind.KIND: kind for kind in (Frame, Labels, Node, Commit, Checkpoint, InferenceSet)
+    kind.KIND: kind for kind in (Frame, Labels, Node, Commit, Checkpoint, InferenceSet, Source)
 }
 
 T = TypeVar("T", bound=StoredObject)

@@ -7,7 +7,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from dsvc.model import RLE, Annotation, BBox
-from dsvc.objects import Checkpoint, Commit, Frame, InferenceSet, Labels, Media, Node, Signature
+from dsvc.objects import Checkpoint, Commit, Frame, InferenceSet, Labels, Media, Node, Signature, Source
 
 ids = st.binary(min_size=32, max_size=32)
 finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
@@ -76,7 +76,8 @@ inference_sets = st.builds(
     signatures,
     text,
 )
-objects = frames | labels | leaf_nodes | internal_nodes | commits | checkpoints | inference_sets
+sources = st.builds(Source, text, st.sampled_from(["coco", "yolo", "jsonl"]), text, metadata)
+objects = frames | labels | leaf_nodes | internal_nodes | commits | checkpoints | inference_sets | sources
 
 # Maps for the tree: small keys so that random edits collide with existing keys often.
 keys = st.binary(min_size=1, max_size=6)
