@@ -20,9 +20,9 @@ from dsvc.errors import CorruptObject
 RAW = 0
 ZSTD = 1
 DEFAULT_LEVEL = 3
-# zstd's fast mode: for objects rewritten on every edit (tree nodes), where level 3 costs ~3x the time of
-# this level for the same ratio on ~2 KB inputs (measured; see docs/architecture.md).
-FAST_LEVEL = -1
+# Tree nodes are stored raw: they are rewritten on every edit, zstd saves only a third of their few bytes
+# (mostly random ids), and compressing plus decompressing cost a fifth of an apply (docs/architecture.md).
+NODE_LEVEL = 0
 # Objects larger than this are refused on decode, bounding what untrusted bytes can make us allocate.
 MAX_OBJECT_SIZE = 1 << 30
 # Below this size zstd's frame header costs more than it saves.
@@ -45,7 +45,10 @@ def canonical(value: Any) -> Any:
 
 
 def _packb(value: Any) -> bytes:
-    return msgpack.packb(value, use_bin_type=True, use_single_float=False, strict_types=False)  # type: ignore[no-any-return]
+    packer = _local.__dict__.get("packer")
+    if packer is None:
+        packer = _local.packer = msgpack.Packer(use_bin_type=True, use_single_float=False, autoreset=True)
+    return packer.pack(value)  # type: ignore[no-any-return]
 
 
 def encode(value: Any) -> bytes:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
-from functools import cached_property
 from typing import Any, ClassVar, TypeVar
 
 from dsvc import codec
@@ -62,14 +61,21 @@ class StoredObject:
     def to_bytes(self) -> bytes:
         return codec.encode([self.KIND, FORMAT_VERSION, *codec.canonical(self.fields_value())])
 
-    @cached_property
+    # Cached by hand: functools.cached_property takes a lock on every access in Python 3.11.
+    @property
     def encoded(self) -> bytes:
         """The canonical bytes, computed once."""
-        return self.to_bytes()
+        cache = self.__dict__
+        if "_encoded" not in cache:
+            cache["_encoded"] = self.to_bytes()
+        return cache["_encoded"]  # type: ignore[no-any-return]
 
-    @cached_property
+    @property
     def id(self) -> ObjectId:
-        return hash_bytes(self.encoded)
+        cache = self.__dict__
+        if "_id" not in cache:
+            cache["_id"] = hash_bytes(self.encoded)
+        return cache["_id"]  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)
@@ -92,19 +98,21 @@ class Media:
 
 @dataclass(frozen=True)
 class Frame(StoredObject):
-    """A frame: its media references and its metadata (everything the source says besides labels)."""
+    """A frame: its media references, its metadata (everything the source says besides labels), and the
+    path of the annotation source that names it, so each source can be rendered from its own frames."""
 
     KIND: ClassVar[str] = "frame"
     media: tuple[Media, ...]
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    source: str = ""
 
     def fields_value(self) -> list[Any]:
-        return [[m.to_value() for m in self.media], dict(self.metadata)]
+        return [[m.to_value() for m in self.media], dict(self.metadata), self.source]
 
     @classmethod
     def from_fields(cls, values: list[Any]) -> Frame:
-        media, metadata = values
-        return cls(tuple(Media.from_value(m) for m in media), dict(metadata))
+        media, metadata, source = values
+        return cls(tuple(Media.from_value(m) for m in media), dict(metadata), str(source))
 
 
 @dataclass(frozen=True)
@@ -148,7 +156,16 @@ class Node(StoredObject):
             raise ValueError("malformed node")
         if level and len(counts) != len(keys):
             raise ValueError("internal node without a count per child")
-        return cls(level, keys, vals, counts)
+        return cls.make(level, keys, vals, counts)
+
+    @classmethod
+    def make(
+        cls, level: int, keys: tuple[bytes, ...], values: tuple[bytes, ...], counts: tuple[int, ...]
+    ) -> Node:
+        """Construct without the frozen dataclass's per-field checks: the tree makes millions of these."""
+        node = object.__new__(cls)
+        node.__dict__.update(level=level, keys=keys, values=values, counts=counts)
+        return node
 
     @property
     def size(self) -> int:

@@ -13,7 +13,7 @@ it reads from and writes to; nodes are immutable, so nothing here holds state be
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator
 from typing import NamedTuple
 
@@ -22,7 +22,8 @@ import blake3
 from dsvc import codec
 from dsvc.errors import InvalidInput
 from dsvc.hashing import ObjectId
-from dsvc.objects import Node
+from dsvc.objects import FORMAT_VERSION, Node
+from dsvc.objects import load as load_object
 from dsvc.store import ObjectStore
 
 # Average entries per node. Small leaves keep the nodes touched by d scattered edits close to d even when d
@@ -65,16 +66,25 @@ class _Entry(NamedTuple):
 def _node_of(level: int, entries: list[_Entry]) -> Node:
     keys = tuple(e.key for e in entries)
     values = tuple(e.value for e in entries)
-    return Node(level, keys, values, tuple(e.size for e in entries) if level else ())
+    return Node.make(level, keys, values, tuple(e.size for e in entries) if level else ())
 
 
 def _loader(store: ObjectStore) -> Callable[[bytes], Node]:
+    """A node reader that decodes each node once per operation."""
     cache: dict[bytes, Node] = {}
 
     def load(oid: bytes) -> Node:
         node = cache.get(oid)
         if node is None:
-            node = cache[oid] = store.get_object(ObjectId(oid), Node)
+            data = store.get(ObjectId(oid))
+            value = codec.decode(data)
+            if (
+                len(value) == 6 and value[0] == Node.KIND and value[1] == FORMAT_VERSION
+            ):  # the fast, usual case
+                node = Node.make(*value[2:])
+            else:
+                node = load_object(data, Node)
+            cache[oid] = node
         return node
 
     return load
@@ -127,7 +137,7 @@ class TreeBuilder:
         self._write_and_push(level, node)
 
     def _write_and_push(self, level: int, node: Node) -> None:
-        self.store.put_object(node, codec.FAST_LEVEL)
+        self.store.put_object(node, codec.NODE_LEVEL)
         key = node.keys[-1]
         self._push(level + 1, _Entry(key, node.id, node.size, is_boundary(key, level + 1)))
 
@@ -139,7 +149,7 @@ class TreeBuilder:
                 self._emit(level)
             if self._emitted[level] <= 1:
                 root = self._held[level] or EMPTY
-                return self.store.put_object(root, codec.FAST_LEVEL)
+                return self.store.put_object(root, codec.NODE_LEVEL)
             level += 1
 
 
@@ -202,25 +212,32 @@ class _Cursor:
         self.top = top
         self.level = level
         self.path: list[list[object]] = []
+        self.last = False
 
     def seek(self, key: bytes) -> None:
         """Stand on the first node whose last key is >= key, or on the last node."""
         node = self.top
         self.path = []
+        last = True
         while True:
-            i = min(bisect_left(node.keys, key), len(node.keys) - 1)
+            end = len(node.keys) - 1
+            i = bisect_left(node.keys, key)
+            if i >= end:
+                i = end
+            else:
+                last = False
             self.path.append([node, i])
             if node.level == self.level + 1:
+                self.last = last
                 return
             node = self.load(node.values[i])
 
     def current(self) -> tuple[bytes, bytes]:
         node, i = self.path[-1]
-        assert isinstance(node, Node) and isinstance(i, int)
-        return node.keys[i], node.values[i]
+        return node.keys[i], node.values[i]  # type: ignore[attr-defined,index]
 
     def is_last(self) -> bool:
-        return all(i == len(node.keys) - 1 for node, i in self.path)  # type: ignore[attr-defined]
+        return self.last
 
     def advance(self) -> None:
         depth = len(self.path) - 1
@@ -230,6 +247,7 @@ class _Cursor:
         for d in range(depth + 1, len(self.path)):
             parent, i = self.path[d - 1]
             self.path[d] = [self.load(parent.values[i]), 0]  # type: ignore[attr-defined]
+        self.last = all(i == len(node.keys) - 1 for node, i in self.path)  # type: ignore[attr-defined]
 
 
 Edit = tuple[bytes, tuple[bytes, int] | None]
@@ -265,7 +283,7 @@ class _Run:
 
     def _node(self, start: int, end: int) -> Node:
         counts = tuple(self.counts[start:end]) if self.level else ()
-        return Node(self.level, tuple(self.keys[start:end]), tuple(self.values[start:end]), counts)
+        return Node.make(self.level, tuple(self.keys[start:end]), tuple(self.values[start:end]), counts)
 
     def close(self) -> Node | None:
         """Return the tail as the level's last node, if there is one."""
@@ -309,6 +327,47 @@ def _merge(node: Node, last_node: bool, edits: list[Edit], start: int, bound: by
     return j
 
 
+def _splice(node: Node, edits: list[Edit], start: int, stop: int) -> Node | None:
+    """Apply edits[start:stop] to a node whose boundaries they cannot move, or return None if they can.
+
+    This is the common case (a relabel, an insert of a non-boundary key, a delete inside a node), so it
+    avoids the general re-cutting: the node keeps its last key, so the level above sees one value change.
+    """
+    keys = node.keys
+    level = node.level
+    if stop - start == 1 and edits[start][1] is not None:  # a single set: the most common edit of all
+        key, (value, count) = edits[start]  # type: ignore[misc]
+        i = bisect_left(keys, key)
+        if i < len(keys) and keys[i] == key:
+            values = node.values[:i] + (value,) + node.values[i + 1 :]
+            counts = node.counts[:i] + (count,) + node.counts[i + 1 :] if level else ()
+            return Node.make(level, keys, values, counts)
+    new_keys, new_values = list(keys), list(node.values)
+    new_counts = list(node.counts)
+    for key, change in edits[start:stop]:
+        i = bisect_left(new_keys, key)
+        present = i < len(new_keys) and new_keys[i] == key
+        if change is None:
+            if present:
+                if i == len(new_keys) - 1:
+                    return None  # the node's last key, a boundary, goes away
+                del new_keys[i], new_values[i]
+                if level:
+                    del new_counts[i]
+        elif present:
+            new_values[i] = change[0]
+            if level:
+                new_counts[i] = change[1]
+        else:
+            if i == len(new_keys) or is_boundary(key, level):
+                return None  # a new last key or a new boundary: the node splits
+            new_keys.insert(i, key)
+            new_values.insert(i, change[0])
+            if level:
+                new_counts.insert(i, change[1])
+    return Node.make(level, tuple(new_keys), tuple(new_values), tuple(new_counts))
+
+
 def _rewrite_level(
     load: Callable[[bytes], Node], top: Node, level: int, edits: list[Edit], fresh: dict[bytes, Node]
 ) -> tuple[list[Edit], list[Node]]:
@@ -317,10 +376,22 @@ def _rewrite_level(
     up: dict[bytes, tuple[bytes, int] | None] = {}
     made: list[Node] = []
     cursor = None if level == top.level else _Cursor(load, top, level)
+    edit_keys = [key for key, _ in edits]
     j = 0
     while j < len(edits):
         if cursor is not None:
             cursor.seek(edits[j][0])
+            (dkey, did), last = cursor.current(), cursor.is_last()
+            if not last:
+                stop = bisect_right(edit_keys, dkey, j)
+                old = load(did)
+                spliced = _splice(old, edits, j, stop)
+                if spliced is not None:
+                    j = stop
+                    if spliced.id != did:
+                        fresh[spliced.id] = spliced
+                        up[dkey] = (spliced.id, spliced.size)
+                    continue
         consumed: list[tuple[bytes, bytes]] = []
         new_nodes: list[Node] = []
         run = _Run(level)
@@ -399,23 +470,14 @@ def apply(store: ObjectStore, root: ObjectId, edits: Iterable[tuple[bytes, bytes
     new_top = nodes[0] if nodes else EMPTY
     while new_top.level and len(new_top.keys) == 1:
         new_top = fresh.get(new_top.values[0]) or load(new_top.values[0])
-    _write_reachable(store, new_top, fresh)
-    return new_top.id
-
-
-def _write_reachable(store: ObjectStore, top: Node, fresh: dict[bytes, Node]) -> None:
-    """Store the new nodes the final root reaches; nodes made and then collapsed away are never written."""
+    # Every new node below the root is referenced by a new node one level up, up to the single node of
+    # the root's level; the single-child nodes above the root are the only new nodes not reachable.
     with store.batch():
-        store.put_object(top, codec.FAST_LEVEL)
-        stack = [top]
-        while stack:
-            node = stack.pop()
-            if node.level:
-                for child in node.values:
-                    made = fresh.pop(child, None)
-                    if made is not None:
-                        store.put_object(made, codec.FAST_LEVEL)
-                        stack.append(made)
+        store.put_object(new_top, codec.NODE_LEVEL)
+        for node in fresh.values():
+            if node.level < new_top.level:
+                store.put_object(node, codec.NODE_LEVEL)
+    return new_top.id
 
 
 # -- diff ----------------------------------------------------------------------------------------------

@@ -47,7 +47,7 @@ annotations = st.builds(
     attributes=metadata,
 )
 media = st.builds(Media, text, st.none() | ids, st.none() | st.integers(0, 2**40), st.none() | text)
-frames = st.builds(Frame, st.lists(media, max_size=3).map(tuple), metadata)
+frames = st.builds(Frame, st.lists(media, max_size=3).map(tuple), metadata, text)
 labels = st.builds(Labels, st.lists(annotations, max_size=4).map(tuple))
 leaf_nodes = st.lists(st.tuples(st.binary(max_size=12), st.binary(max_size=40)), max_size=8).map(
     lambda kv: Node(

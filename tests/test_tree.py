@@ -149,3 +149,22 @@ def test_node_sizes_follow_the_fanout() -> None:
     assert len(leaves) > 1000 and tree.LEAF_FANOUT / 2 <= sum(leaves) / len(leaves) <= tree.LEAF_FANOUT * 2
     assert max(leaves) < 16 * tree.LEAF_FANOUT
     assert sum(internal) == len(leaves)
+
+
+@settings(max_examples=100)
+@given(S.maps, S.edits)
+def test_apply_writes_only_reachable_nodes(initial: dict, edits: list) -> None:
+    store = MemoryObjectStore()
+    root = tree.build(store, sorted(initial.items()))
+    before = set(store.objects)
+    new = tree.apply(store, root, edits)
+    written = set(store.objects) - before
+    reachable = set()
+    stack = [new]
+    while stack:
+        oid = stack.pop()
+        reachable.add(oid)
+        node = store.get_object(oid, Node)
+        if node.level:
+            stack.extend(node.values)  # type: ignore[arg-type]
+    assert written <= reachable, "apply wrote nodes the new root does not reach"
