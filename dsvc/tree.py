@@ -234,7 +234,7 @@ class _Cursor:
 
     def current(self) -> tuple[bytes, bytes]:
         node, i = self.path[-1]
-        return node.keys[i], node.values[i]  # type: ignore[attr-defined,index]
+        return node.keys[i], node.values[i]  # type: ignore[attr-defined]
 
     def is_last(self) -> bool:
         return self.last
@@ -339,8 +339,8 @@ def _splice(node: Node, edits: list[Edit], start: int, stop: int) -> Node | None
         key, (value, count) = edits[start]  # type: ignore[misc]
         i = bisect_left(keys, key)
         if i < len(keys) and keys[i] == key:
-            values = node.values[:i] + (value,) + node.values[i + 1 :]
-            counts = node.counts[:i] + (count,) + node.counts[i + 1 :] if level else ()
+            values = (*node.values[:i], value, *node.values[i + 1 :])
+            counts = (*node.counts[:i], count, *node.counts[i + 1 :]) if level else ()
             return Node.make(level, keys, values, counts)
     new_keys, new_values = list(keys), list(node.values)
     new_counts = list(node.counts)

@@ -1,0 +1,1 @@
+"""The working directory: stat cache and staged state, scanning, checkout."""

@@ -1,0 +1,160 @@
+"""Checkout: make the working tree match a set of roots, writing only what differs (DESIGN §7).
+
+Plain files that differ are copied from the store (verified), files the target lacks are removed, and
+annotation sources are rendered from the target's frames and labels. Local changes that the checkout would
+overwrite are refused unless forced. Every path is checked to stay inside the working tree.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from dsvc import tree
+from dsvc.atomic import write_file
+from dsvc.errors import DsvcError, InvalidInput
+from dsvc.formats import get_format
+from dsvc.hashing import ObjectId
+from dsvc.objects import FileEntry, Frame, Labels, Source
+from dsvc.store import ObjectStore
+from dsvc.workdir.scan import DSVC_DIR
+from dsvc.workdir.stage import SourceSpec, owned_paths, source_stamp
+from dsvc.workdir.status import Changes
+
+
+@dataclass
+class CheckoutResult:
+    """What a checkout wrote, for the stat cache and the report."""
+
+    written: list[tuple[str, int, int, int, ObjectId]] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    rendered: list[str] = field(default_factory=list)
+    stamps: dict[str, bytes | None] = field(default_factory=dict)
+
+
+def safe_path(root: Path, rel: str) -> Path:
+    """Resolve a stored relative path inside the working tree, refusing anything that would escape it."""
+    parts = PurePosixPath(rel).parts
+    if not rel or rel.startswith("/") or ".." in parts or (parts and parts[0] == DSVC_DIR) or "\\" in rel:
+        raise InvalidInput("refusing to write outside the working tree", path=rel)
+    return root.joinpath(*parts)
+
+
+def sources_of(store: ObjectStore, roots: Mapping[str, ObjectId]) -> list[Source]:
+    return [store.get_object(ObjectId(v), Source) for _, v in tree.items(store, roots["sources"])]
+
+
+def frames_of_source(
+    store: ObjectStore, roots: Mapping[str, ObjectId], source: str
+) -> list[tuple[str, Frame, Labels]]:
+    """Every frame of one source with its labels, in frame id order."""
+    labels = dict(tree.items(store, roots["labels"]))
+    out = []
+    for key, value in tree.items(store, roots["frames"]):
+        frame = store.get_object(ObjectId(value), Frame)
+        if frame.source == source:
+            lab = labels.get(key)
+            out.append((key.decode(), frame, store.get_object(ObjectId(lab), Labels) if lab else Labels(())))
+    return out
+
+
+def _conflicts(
+    store: ObjectStore, current: Mapping[str, ObjectId], target: Mapping[str, ObjectId], dirty: Changes
+) -> list[str]:
+    touched = {c.key.decode() for c in tree.diff(store, current["files"], target["files"])}
+    local = {p for kind in ("modified", "removed") for p in dirty.files[kind]}
+    untracked = set(dirty.files["added"])
+    found = sorted((touched & local) | {p for p in untracked if tree.get(store, target["files"], p.encode())})
+    renders = (
+        current["sources"] != target["sources"]
+        or current["frames"] != target["frames"]
+        or (current["labels"] != target["labels"])
+    )
+    if renders and any(dirty.frames.values()):
+        found.append("annotation sources (frames changed locally)")
+    return found
+
+
+def checkout(
+    store: ObjectStore,
+    root: Path,
+    current: Mapping[str, ObjectId],
+    target: Mapping[str, ObjectId],
+    dirty: Changes,
+    force: bool = False,
+) -> CheckoutResult:
+    """Bring the working tree from current to target; refuse to lose local changes unless forced."""
+    if not force:
+        conflicts = _conflicts(store, current, target, dirty)
+        if conflicts:
+            listed = ", ".join(conflicts[:5]) + (
+                f" and {len(conflicts) - 5} more" if len(conflicts) > 5 else ""
+            )
+            raise DsvcError(f"local changes would be overwritten: {listed} (commit them, or use --force)")
+    result = CheckoutResult()
+    changes = {c.key: c.new for c in tree.diff(store, current["files"], target["files"])}
+    if force:  # also restore tracked files that were changed or deleted locally
+        for path in (*dirty.files["modified"], *dirty.files["removed"]):
+            changes.setdefault(path.encode(), tree.get(store, target["files"], path.encode()))
+    for key, value in sorted(changes.items()):
+        rel = key.decode()
+        dest = safe_path(root, rel)
+        if value is None:
+            if dest.is_file() or dest.is_symlink():
+                dest.unlink()
+                _prune_empty(root, dest.parent)
+            result.removed.append(rel)
+            continue
+        entry = FileEntry.from_bytes(value)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        store.copy_blob(entry.blob, dest)
+        os.chmod(dest, entry.mode)
+        st = dest.stat()
+        result.written.append((rel, st.st_size, st.st_mtime_ns, st.st_ino, entry.blob))
+    _render_sources(store, root, current, target, dirty, force, result)
+    return result
+
+
+def _render_sources(
+    store: ObjectStore,
+    root: Path,
+    current: Mapping[str, ObjectId],
+    target: Mapping[str, ObjectId],
+    dirty: Changes,
+    force: bool,
+    result: CheckoutResult,
+) -> None:
+    same = all(current[c] == target[c] for c in ("sources", "frames", "labels"))
+    if same and not (force and any(dirty.frames.values())):
+        return
+    old = {s.path: s for s in sources_of(store, current)}
+    new = {s.path: s for s in sources_of(store, target)}
+    for path, source in new.items():
+        fmt = get_format(source.format)
+        files = fmt.render(source, frames_of_source(store, target, path))
+        stale = fmt.owned_paths(path, root) - set(files)
+        for rel, data in sorted(files.items()):
+            dest = safe_path(root, rel)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            write_file(dest, data)
+        for rel in stale:
+            safe_path(root, rel).unlink(missing_ok=True)
+        result.rendered.append(path)
+        spec = SourceSpec(source.path, source.format, source.media)
+        result.stamps[path] = source_stamp(root, spec, owned_paths(root, [spec]))
+    for path in set(old) - set(new):
+        gone = SourceSpec(path, old[path].format, old[path].media)
+        for rel in owned_paths(root, [gone]):
+            safe_path(root, rel).unlink(missing_ok=True)
+        result.stamps[path] = None
+
+
+def _prune_empty(root: Path, folder: Path) -> None:
+    while folder != root and folder.is_relative_to(root):
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+        folder = folder.parent

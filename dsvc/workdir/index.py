@@ -1,0 +1,132 @@
+"""`.dsvc/index.sqlite`: the stat cache (path, size, mtime, inode -> blob id) and the staged roots.
+
+Only mutable state lives here, never object bytes. A cached entry is trusted only if the file's mtime is
+older than the moment the entry was recorded by more than the file system's timestamp granularity, so a
+file rewritten within the same tick is never mistaken for unchanged ("racy" entries are re-hashed).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from dsvc import codec
+from dsvc.errors import CorruptObject, UnsupportedFormat
+from dsvc.hashing import ObjectId
+
+INDEX_FORMAT = 1
+# Coarser than any timestamp granularity Linux file systems have in practice (ext4 ticks are ~4 ms).
+RACY_NS = 20_000_000
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS stat (
+    path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, ino INTEGER NOT NULL,
+    blob BLOB NOT NULL, recorded_ns INTEGER NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class StatEntry:
+    """What the cache knows of one file."""
+
+    size: int
+    mtime_ns: int
+    ino: int
+    blob: ObjectId
+    recorded_ns: int
+
+    def matches(self, size: int, mtime_ns: int, ino: int) -> bool:
+        """Tell whether a file with this stat can be trusted to still have this entry's blob id."""
+        return (
+            size == self.size
+            and mtime_ns == self.mtime_ns
+            and ino == self.ino
+            and mtime_ns < self.recorded_ns - RACY_NS
+        )
+
+
+class Index:
+    """The open index of one repository."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db = sqlite3.connect(path, timeout=30, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+        version = self._meta("format")
+        if version is None:
+            self._db.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('format', ?)", (codec.encode(INDEX_FORMAT),)
+            )
+        elif codec.decode(version) > INDEX_FORMAT:
+            raise UnsupportedFormat(
+                f"{path} has format {codec.decode(version)}; this dsvc reads {INDEX_FORMAT}"
+            )
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _meta(self, key: str) -> bytes | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def stat_entries(self) -> dict[str, StatEntry]:
+        """Load the whole stat cache: one query, so a status of N files is N stat calls and this."""
+        rows = self._db.execute("SELECT path, size, mtime_ns, ino, blob, recorded_ns FROM stat")
+        return {
+            path: StatEntry(size, mtime, ino, ObjectId(bytes(blob)), rec)
+            for path, size, mtime, ino, blob, rec in rows
+        }
+
+    def staged_roots(self) -> dict[str, ObjectId] | None:
+        """The roots `commit` will record, or None when nothing was ever staged."""
+        raw = self._meta("staged")
+        if raw is None:
+            return None
+        value = codec.decode(raw)
+        if not isinstance(value, dict):
+            raise CorruptObject(f"{self.path}: staged state is damaged")
+        return {str(k): ObjectId(v) for k, v in value.items()}
+
+    def source_stamp(self, source: str) -> bytes | None:
+        """The stat fingerprint of a source's files when it was last parsed."""
+        return self._meta(f"source:{source}")
+
+    def update(
+        self,
+        *,
+        stats: Iterable[tuple[str, int, int, int, ObjectId]] = (),
+        forget: Iterable[str] = (),
+        staged: Mapping[str, ObjectId] | None = None,
+        stamps: Mapping[str, bytes | None] | None = None,
+    ) -> None:
+        """Record new stat entries, drop others, set the staged roots and source stamps: one transaction."""
+        now = time.time_ns()
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany(
+                "INSERT OR REPLACE INTO stat VALUES (?, ?, ?, ?, ?, ?)",
+                ((path, size, mtime, ino, blob, now) for path, size, mtime, ino, blob in stats),
+            )
+            db.executemany("DELETE FROM stat WHERE path = ?", ((p,) for p in forget))
+            if staged is not None:
+                db.execute(
+                    "INSERT OR REPLACE INTO meta VALUES ('staged', ?)",
+                    (codec.encode(codec.canonical(dict(staged))),),
+                )
+            for source, stamp in (stamps or {}).items():
+                if stamp is None:
+                    db.execute("DELETE FROM meta WHERE key = ?", (f"source:{source}",))
+                else:
+                    db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (f"source:{source}", stamp))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise

@@ -1,0 +1,112 @@
+"""Scanning the working tree: every file that is not ignored, with the stat data the cache compares.
+
+`.dsvc/` is never scanned; `.dsvcignore` uses gitignore syntax. A symlink is followed only when it resolves
+to a file inside the working tree; one that points outside (or at a folder) is refused, so nothing outside
+the tree can be read into, or written from, a checkout.
+"""
+
+from __future__ import annotations
+
+import os
+import stat as statmod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pathspec
+
+from dsvc.errors import InvalidInput
+
+DSVC_DIR = ".dsvc"
+IGNORE_FILE = ".dsvcignore"
+
+
+@dataclass(frozen=True, slots=True)
+class ScannedFile:
+    """One file of the working tree, by its posix path relative to the root."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    ino: int
+    mode: int
+
+
+def load_ignore(root: Path) -> pathspec.PathSpec[Any] | None:
+    """Parse `.dsvcignore` at the root, if there is one."""
+    try:
+        lines = (root / IGNORE_FILE).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return None
+    return pathspec.PathSpec.from_lines("gitwildmatch", lines)
+
+
+def file_mode(st_mode: int) -> int:
+    """Git's two file modes: executable or not."""
+    return 0o755 if st_mode & statmod.S_IXUSR else 0o644
+
+
+def _resolve_link(root: Path, path: Path, rel: str) -> os.stat_result:
+    target = path.resolve()
+    if not target.is_relative_to(root.resolve()):
+        raise InvalidInput(f"symlink points outside the working tree, to {target}", path=rel)
+    if not target.is_file():
+        raise InvalidInput("symlink to a folder or special file is not supported", path=rel)
+    return target.stat()
+
+
+def scan(
+    root: Path, under: list[str] | None = None, skip: frozenset[str] = frozenset()
+) -> Iterator[ScannedFile]:
+    """Yield the working tree's files (or those under the given relative paths), not ignored, not in skip."""
+    ignore = load_ignore(root)
+    starts = under or [""]
+    for start in starts:
+        base = root / start if start else root
+        if start and base.is_file():
+            found = _one(root, start, ignore, skip)
+            if found is not None:
+                yield found
+            continue
+        if start and not base.exists():
+            raise InvalidInput("no such file or folder in the working tree", path=start)
+        yield from _walk(root, start, ignore, skip)
+
+
+def _one(root: Path, rel: str, ignore: pathspec.PathSpec[Any] | None, skip: frozenset[str]) -> ScannedFile | None:
+    if rel in skip or rel.split("/")[0] == DSVC_DIR or (ignore is not None and ignore.match_file(rel)):
+        return None
+    path = root / rel
+    st = os.lstat(path)
+    if statmod.S_ISLNK(st.st_mode):
+        st = _resolve_link(root, path, rel)
+    return ScannedFile(rel, st.st_size, st.st_mtime_ns, st.st_ino, file_mode(st.st_mode))
+
+
+def _walk(
+    root: Path, start: str, ignore: pathspec.PathSpec[Any] | None, skip: frozenset[str]
+) -> Iterator[ScannedFile]:
+    stack = [start]
+    while stack:
+        folder = stack.pop()
+        with os.scandir(root / folder if folder else root) as entries:
+            names = sorted(entries, key=lambda e: e.name)
+        subdirs = []
+        for entry in names:
+            rel = f"{folder}/{entry.name}" if folder else entry.name
+            if entry.is_dir(follow_symlinks=False):
+                if rel == DSVC_DIR or (ignore is not None and ignore.match_file(rel + "/")):
+                    continue
+                subdirs.append(rel)
+                continue
+            if rel in skip or (ignore is not None and ignore.match_file(rel)):
+                continue
+            if entry.is_symlink():
+                st = _resolve_link(root, Path(entry.path), rel)
+            else:
+                st = entry.stat(follow_symlinks=False)
+                if not statmod.S_ISREG(st.st_mode):
+                    continue
+            yield ScannedFile(rel, st.st_size, st.st_mtime_ns, st.st_ino, file_mode(st.st_mode))
+        stack.extend(reversed(subdirs))
