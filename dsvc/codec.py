@@ -19,6 +19,28 @@ from dsvc.errors import CorruptObject
 
 RAW = 0
 ZSTD = 1
+# The same two framings for file blobs kept in packs, so a pack entry says whether it is a blob.
+BLOB_RAW = 2
+BLOB_ZSTD = 3
+BLOB_HEADERS = frozenset((BLOB_RAW, BLOB_ZSTD))
+HEADER_SIZE = 2
+# Leading bytes of formats that are already compressed: zstd would only burn time on them.
+_COMPRESSED_MAGIC = (
+    b"\xff\xd8\xff",
+    b"\x89PNG",
+    b"GIF8",
+    b"RIFF",
+    b"\x1a\x45\xdf\xa3",
+    b"PK\x03\x04",
+    b"\x1f\x8b",
+    b"\x28\xb5\x2f\xfd",
+    b"BZh",
+    b"\xfd7zXZ",
+    b"%PDF",
+    b"OggS",
+    b"fLaC",
+    b"ID3",
+)
 DEFAULT_LEVEL = 3
 # Tree nodes are stored raw: they are rewritten on every edit, zstd saves only a third of their few bytes
 # (mostly random ids), and compressing plus decompressing cost a fifth of an apply (docs/architecture.md).
@@ -27,6 +49,8 @@ NODE_LEVEL = 0
 MAX_OBJECT_SIZE = 1 << 30
 # Below this size zstd's frame header costs more than it saves.
 MIN_COMPRESS = 64
+# Blobs of unknown type are probed with this many leading bytes before the whole is compressed.
+PROBE = 4096
 
 _local = threading.local()
 
@@ -81,24 +105,49 @@ def _decompressor() -> zstandard.ZstdDecompressor:
     return _local.decompressor  # type: ignore[no-any-return]
 
 
+def _header(kind: int) -> bytes:
+    # The framing byte and its complement: a single damaged byte cannot turn an object into a blob or
+    # back (both would still hash right), because the two bytes would no longer agree.
+    return bytes((kind, kind ^ 0xFF))
+
+
+def stored_kind(stored: bytes | memoryview) -> int:
+    """The framing kind of stored bytes (RAW, ZSTD, BLOB_RAW, BLOB_ZSTD); damage raises CorruptObject."""
+    if len(stored) < HEADER_SIZE or stored[0] ^ stored[1] != 0xFF:
+        raise CorruptObject("damaged object header")
+    return stored[0]
+
+
 def frame(data: bytes, level: int = DEFAULT_LEVEL) -> bytes:
     """Frame bytes for storage: zstd when it saves space, raw otherwise (already compressed media)."""
     if level != 0 and len(data) >= MIN_COMPRESS:
         packed = _compressor(level).compress(data)
         if len(packed) < len(data):
-            return bytes((ZSTD,)) + packed
-    return bytes((RAW,)) + data
+            return _header(ZSTD) + packed
+    return _header(RAW) + data
+
+
+def frame_blob(data: bytes, level: int = DEFAULT_LEVEL) -> bytes:
+    """Frame a file blob for a pack: raw for already-compressed media (recognised by magic or by media
+    container atoms), zstd when that saves space."""
+    compressed = data.startswith(_COMPRESSED_MAGIC) or data[4:8] == b"ftyp"
+    if len(data) >= 4 * PROBE and not compressed:  # a sample that does not shrink: the rest will not either
+        compressed = len(_compressor(level or DEFAULT_LEVEL).compress(data[:PROBE])) > 0.9 * PROBE
+    if level != 0 and not compressed and len(data) >= MIN_COMPRESS:
+        packed = _compressor(level).compress(data)
+        if len(packed) < len(data):
+            return _header(BLOB_ZSTD) + packed
+    return _header(BLOB_RAW) + data
 
 
 def unframe(stored: bytes | memoryview, max_size: int = MAX_OBJECT_SIZE) -> bytes:
-    """Undo `frame`; a bad header, a damaged zstd frame or an oversized payload raises CorruptObject."""
-    if len(stored) == 0:
-        raise CorruptObject("empty stored object")
-    header = stored[0]
-    body = stored[1:]
-    if header == RAW:
+    """Undo `frame` or `frame_blob`; a bad header, a damaged zstd frame or an oversized payload raises
+    CorruptObject."""
+    header = stored_kind(stored)
+    body = stored[HEADER_SIZE:]
+    if header in (RAW, BLOB_RAW):
         return bytes(body)
-    if header == ZSTD:
+    if header in (ZSTD, BLOB_ZSTD):
         try:
             params = zstandard.get_frame_parameters(body)
             if params.content_size > max_size:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from dsvc import codec
 from dsvc.errors import CorruptObject, DsvcError, ObjectMissing
 from dsvc.hashing import ObjectId
 from dsvc.history import load_any
@@ -92,7 +93,7 @@ def fsck(store: ObjectStore, refs: RefStore) -> FsckReport:
     report = FsckReport()
     for oid, message in store.verify():
         report.problems.append(Problem(oid.hex(), message))
-    report.objects = sum(1 for _ in store.iter_stored())
+    report.objects = sum(1 for _, stored in store.iter_stored() if stored[0] not in codec.BLOB_HEADERS)
     report.blobs = sum(1 for _ in store.iter_blobs())
     bad = {p.subject for p in report.problems}
     names = [HEAD, *refs.list_refs()]

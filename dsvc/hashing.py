@@ -26,9 +26,9 @@ def hash_bytes(data: bytes | memoryview) -> ObjectId:
     return ObjectId(blake3.blake3(data, max_threads=threads).digest())
 
 
-def hasher() -> blake3.blake3:
-    """Return an incremental single-threaded hasher, for data that arrives in chunks."""
-    return blake3.blake3()
+def hasher(threaded: bool = False) -> blake3.blake3:
+    """Return an incremental hasher; threaded only pays off when chunks are many MB."""
+    return blake3.blake3(max_threads=blake3.blake3.AUTO if threaded else 1)
 
 
 def iter_chunks(handle: BinaryIO, size: int = CHUNK) -> Iterator[bytes]:

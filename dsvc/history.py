@@ -46,6 +46,8 @@ def load_any(store: ObjectStore, oid: ObjectId) -> StoredObject:
 
 def commit_of(store: ObjectStore, oid: ObjectId, rev: str = "") -> ObjectId:
     """Peel an id to a commit: checkpoints point at their commit; anything else is refused."""
+    if store.has_blob(oid):
+        raise BadRevision(f"{rev or oid.hex()} is a blob, not a commit")
     obj = load_any(store, oid)
     if isinstance(obj, Checkpoint):
         return obj.commit

@@ -136,6 +136,21 @@ class TestObjectStoreConformance:
             store.contains_many(wanted) == [store.contains(o) for o in wanted] == [True] * 500 + [False] * 501
         )
 
+    def test_packed_blob_corruption_is_detected(
+        self, make_store: Callable[[], tuple], tmp_path: Path
+    ) -> None:
+        store, corrupt = make_store()
+        media = tmp_path / "frame.jpg"
+        media.write_bytes(b"\xff\xd8\xff" + os.urandom(5000))
+        oid, _ = store.put_blob_file(media)
+        corrupt(store, oid, 100, 1)
+        with pytest.raises(CorruptObject, match=oid.hex()):
+            store.read_blob(oid)
+        with pytest.raises(CorruptObject):
+            store.copy_blob(oid, tmp_path / "out.jpg")
+        assert not (tmp_path / "out.jpg").exists()
+        assert [bad for bad, _ in store.verify()] == [oid]
+
     @given(data=st.data())
     def test_every_single_byte_corruption_is_detected(
         self, make_store: Callable[[], tuple], data: st.DataObject
@@ -190,10 +205,10 @@ def test_index_pointing_past_its_pack_is_refused(tmp_path: Path) -> None:
 
 def test_corrupt_loose_blob_is_detected(tmp_path: Path) -> None:
     store = DiskObjectStore.create(tmp_path / "objects")
-    oid = store.put_blob(b"media" * 100)
+    oid = store.put_blob(b"media" * 300_000)
     path = store.loose.path(oid)
     path.chmod(0o644)
-    path.write_bytes(b"media" * 99 + b"MEDIA")
+    path.write_bytes(b"media" * 299_999 + b"MEDIA")
     with pytest.raises(CorruptObject, match=oid.hex()):
         store.read_blob(oid)
     with pytest.raises(CorruptObject):
@@ -204,8 +219,19 @@ def test_corrupt_loose_blob_is_detected(tmp_path: Path) -> None:
 
 def test_loose_blobs_are_read_only(tmp_path: Path) -> None:
     store = DiskObjectStore.create(tmp_path / "objects")
-    oid = store.put_blob(b"frame")
+    oid = store.put_blob(b"frame" * 300_000)
     assert store.loose.path(oid).stat().st_mode & 0o222 == 0
+
+
+def test_small_blobs_live_in_packs_large_ones_on_their_own(tmp_path: Path) -> None:
+    store = DiskObjectStore.create(tmp_path / "objects")
+    small, large = os.urandom(20_000), os.urandom(2 << 20)
+    with store.batch():
+        ids = [store.put_blob(small), store.put_blob(large)]
+    assert not store.loose.path(ids[0]).exists() and store.loose.path(ids[1]).exists()
+    assert [store.read_blob(i) for i in ids] == [small, large]
+    assert sorted(store.iter_blobs()) == sorted(ids) and all(store.has_blob(i) for i in ids)
+    assert not store.has_blob(store.put(b"an object, not a blob"))
 
 
 def test_storing_a_large_file_streams_in_constant_memory(tmp_path: Path) -> None:

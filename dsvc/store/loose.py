@@ -1,8 +1,9 @@
 """Loose media blobs: one raw, read-only file per blob under `ab/cd/<id>`, named by the BLAKE3 of its bytes.
 
-Blobs are kept raw (never compressed) so checkout can copy or reflink them. Storing a file streams it once:
-read, hash and write in the same pass, in constant memory. Inside a batch, new files are made durable by
-one `syncfs` before they are renamed into place, instead of one fsync each.
+Only blobs too large for packs live here (see objectstore). They are kept raw so checkout can copy them.
+Storing a file streams it once: read, hash and write in the same pass, in constant memory, with the
+kernel's writeback started chunk by chunk. Inside a batch the files are fsynced and renamed into place
+when the batch ends, so no file appears under its id before its bytes are durable.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
-from dsvc.atomic import fsync_dir, sync_tree
+from dsvc.atomic import fsync_dir, fsync_path, start_writeback
 from dsvc.errors import CorruptObject, ObjectMissing
 from dsvc.hashing import CHUNK, HEX_SIZE, ObjectId, hasher, iter_chunks
 
@@ -50,10 +51,13 @@ class LooseBlobs:
             for tmp in pending.values():
                 tmp.unlink(missing_ok=True)
             return
-        sync_tree(self.tmp)
+        folders = set()
         for oid, tmp in pending.items():
+            fsync_path(tmp)
             self._install(tmp, oid)
-        sync_tree(self.root)
+            folders.add(self.path(oid).parent)
+        for folder in folders:
+            fsync_dir(folder)
 
     def _install(self, tmp: Path, oid: ObjectId) -> None:
         dest = self.path(oid)
@@ -67,16 +71,17 @@ class LooseBlobs:
     def put_stream(self, chunks: Iterator[bytes]) -> tuple[ObjectId, int]:
         """Store a stream of bytes; return its id and size. Existing blobs are not written again."""
         tmp = self.tmp / f"blob-{secrets.token_hex(8)}"
-        h = hasher()
+        h = hasher(threaded=True)
         size = 0
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
         try:
             for chunk in chunks:
                 h.update(chunk)
-                size += len(chunk)
                 view = memoryview(chunk)
                 while view:
                     view = view[os.write(fd, view) :]
+                start_writeback(fd, size, len(chunk))
+                size += len(chunk)
             if self._pending is None:
                 os.fsync(fd)
         except BaseException:

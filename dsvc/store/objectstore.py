@@ -8,6 +8,7 @@ tests and scratch work. Both pass the same conformance suite.
 from __future__ import annotations
 
 import contextlib
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -22,7 +23,16 @@ from dsvc.errors import CorruptObject, ObjectMissing
 from dsvc.hashing import HEX_SIZE, ObjectId, hash_bytes, iter_chunks
 from dsvc.objects import StoredObject, load
 from dsvc.store.loose import LooseBlobs
-from dsvc.store.packs import ID_DTYPE, PackIndex, PackReader, merge_entries, write_pack
+from dsvc.store.packs import (
+    ID_DTYPE,
+    PackIndex,
+    PackReader,
+    PendingPack,
+    finish_pack,
+    merge_entries,
+    write_pack,
+    write_pack_data,
+)
 
 T = TypeVar("T", bound=StoredObject)
 
@@ -31,6 +41,8 @@ PACK_TARGET = 64 << 20
 # Past this many packs, packs smaller than SMALL_PACK are merged into one, so lookups stay a few searches.
 MAX_PACKS = 32
 SMALL_PACK = 16 << 20
+PACKED_BLOB_MAX = 1 << 20
+LARGE_CHUNK = 2 << 20
 
 
 @dataclass
@@ -82,47 +94,63 @@ class ObjectStore(ABC):
     def _find_stored_prefix(self, low: bytes, high: bytes) -> list[ObjectId]:
         """Return stored object ids between low and high inclusive."""
 
+    def _stored_header(self, oid: ObjectId) -> int | None:
+        """The framing byte of a stored entry (tells blobs from objects), or None when absent."""
+        stored = self._batch.get(oid) if self._batch is not None else None
+        if stored is None:
+            stored = self._read_stored(oid)
+        return None if stored is None else codec.stored_kind(stored)
+
     @abstractmethod
-    def has_blob(self, oid: ObjectId) -> bool:
-        """Tell whether a media blob is stored."""
+    def _has_loose(self, oid: ObjectId) -> bool:
+        """Tell whether a large blob is stored on its own."""
 
     @abstractmethod
     def _put_blob_chunks(self, chunks: Iterator[bytes]) -> tuple[ObjectId, int]:
-        """Store a blob from a stream of chunks; return (id, size)."""
+        """Store a large blob on its own from a stream of chunks; return (id, size)."""
 
     @abstractmethod
-    def read_blob(self, oid: ObjectId) -> bytes:
-        """Return a blob's bytes, verified against its id."""
+    def _read_loose(self, oid: ObjectId) -> bytes:
+        """Return a large blob's bytes, verified against its id."""
 
     @abstractmethod
-    def copy_blob(self, oid: ObjectId, dest: Path) -> None:
-        """Write a blob to dest atomically, verified against its id."""
+    def _copy_loose(self, oid: ObjectId, dest: Path) -> None:
+        """Write a large blob to dest atomically, verified against its id."""
 
     @abstractmethod
-    def iter_blobs(self) -> Iterator[ObjectId]:
-        """Yield the id of every stored blob."""
+    def _iter_loose(self) -> Iterator[ObjectId]:
+        """Yield the id of every large blob stored on its own."""
 
     @abstractmethod
     def _find_blob_prefix(self, prefix: str) -> list[ObjectId]:
-        """Return the blob ids that start with a hex prefix."""
+        """Return the ids of blobs stored on their own that start with a hex prefix."""
 
     @abstractmethod
-    def _begin_blobs(self) -> None:
-        """Start deferring blob durability until the batch ends."""
+    def _begin_batch(self) -> None:
+        """Start deferring durability until the batch ends."""
 
     @abstractmethod
-    def _end_blobs(self, commit: bool) -> None:
-        """Make a batch's blobs durable (or drop them)."""
+    def _end_batch(self, commit: bool) -> None:
+        """Make a batch's packs and blobs durable and visible (or drop them)."""
 
     # -- structured objects ----------------------------------------------------------------------------
 
     def get(self, oid: ObjectId) -> bytes:
         """Return an object's canonical bytes after checking they hash to its id."""
+        return self._load(oid, blob=False)
+
+    def _load(self, oid: ObjectId, blob: bool) -> bytes:
         stored = self._batch.get(oid) if self._batch is not None else None
         if stored is None:
             stored = self._read_stored(oid)
         if stored is None:
             raise ObjectMissing(f"object {oid.hex()} is not in the store")
+        try:
+            is_blob = codec.stored_kind(stored) in codec.BLOB_HEADERS
+        except CorruptObject as exc:
+            raise CorruptObject(f"object {oid.hex()} is corrupt: {exc}") from None
+        if is_blob != blob:
+            raise CorruptObject(f"{oid.hex()} is stored as a {'blob' if is_blob else 'structured object'}")
         self.counters.reads += 1
         try:
             data = codec.unframe(stored)
@@ -145,16 +173,17 @@ class ObjectStore(ABC):
         `level` overrides the store's zstd level for objects on a hot path."""
         return self._put(hash_bytes(data), data, self.level if level is None else level)
 
-    def _put(self, oid: ObjectId, data: bytes, level: int) -> ObjectId:
+    def _put(self, oid: ObjectId, data: bytes, level: int, blob: bool = False) -> ObjectId:
+        frame = codec.frame_blob if blob else codec.frame
         if self._batch is not None:
             if oid not in self._batch:
-                self._batch[oid] = codec.frame(data, level)
-                self._batch_bytes += len(self._batch[oid])
+                stored = self._batch[oid] = frame(data, level)
+                self._batch_bytes += len(stored)
                 if self._batch_bytes >= PACK_TARGET:
                     self._flush()
             return oid
         if not self._has_stored([oid])[0]:
-            self._write_stored({oid: codec.frame(data, level)})
+            self._write_stored({oid: frame(data, level)})
             self.counters.writes += 1
         return oid
 
@@ -194,7 +223,7 @@ class ObjectStore(ABC):
             yield
             return
         self._batch, self._batch_bytes = {}, 0
-        self._begin_blobs()
+        self._begin_batch()
         committed = False
         try:
             yield
@@ -202,7 +231,7 @@ class ObjectStore(ABC):
             committed = True
         finally:
             self._batch = None
-            self._end_blobs(committed)
+            self._end_batch(committed)
 
     def _flush(self) -> None:
         pending = self._batch or {}
@@ -220,18 +249,50 @@ class ObjectStore(ABC):
 
     # -- blobs -----------------------------------------------------------------------------------------
 
+    # Blobs up to PACKED_BLOB_MAX go into packs like objects (creating one file per 20 KB image cost 10x
+    # the read and hash of it); larger ones are stored on their own, raw, streamed in constant memory.
+
     def put_blob(self, data: bytes) -> ObjectId:
         """Store an in-memory blob."""
-        oid, _ = self._put_blob_chunks(iter([data]))
         self.counters.blob_writes += 1
-        return oid
+        if len(data) <= PACKED_BLOB_MAX:
+            return self._put(hash_bytes(data), data, self.level, blob=True)
+        return self._put_blob_chunks(iter([data]))[0]
 
     def put_blob_file(self, path: Path) -> tuple[ObjectId, int]:
-        """Store a file as a blob in one streaming pass; return (id, size)."""
-        with open(path, "rb") as handle:
-            result = self._put_blob_chunks(iter_chunks(handle))
+        """Store a file as a blob in one pass over its bytes; return (id, size)."""
         self.counters.blob_writes += 1
-        return result
+        with open(path, "rb") as handle:
+            if os.fstat(handle.fileno()).st_size <= PACKED_BLOB_MAX:
+                data = handle.read()
+                return self._put(hash_bytes(data), data, self.level, blob=True), len(data)
+            return self._put_blob_chunks(iter_chunks(handle, LARGE_CHUNK))
+
+    def has_blob(self, oid: ObjectId) -> bool:
+        """Tell whether a blob (packed or on its own) is stored."""
+        return self._stored_header(oid) in codec.BLOB_HEADERS or self._has_loose(oid)
+
+    def read_blob(self, oid: ObjectId) -> bytes:
+        """Return a blob's bytes, verified against its id."""
+        self.counters.blob_reads += 1
+        if self._stored_header(oid) in codec.BLOB_HEADERS:
+            return self._load(oid, blob=True)
+        return self._read_loose(oid)
+
+    def copy_blob(self, oid: ObjectId, dest: Path) -> None:
+        """Write a blob to dest atomically, verified against its id."""
+        if self._stored_header(oid) in codec.BLOB_HEADERS:
+            write_file(dest, self.read_blob(oid))
+        else:
+            self.counters.blob_reads += 1
+            self._copy_loose(oid, dest)
+
+    def iter_blobs(self) -> Iterator[ObjectId]:
+        """Yield the id of every stored blob."""
+        for oid, stored in self.iter_stored():
+            if stored[0] in codec.BLOB_HEADERS:
+                yield oid
+        yield from self._iter_loose()
 
     # -- verification ----------------------------------------------------------------------------------
 
@@ -245,9 +306,9 @@ class ObjectStore(ABC):
                 continue
             if hash_bytes(data) != oid:
                 yield oid, "bytes do not hash to the id"
-        for oid in self.iter_blobs():
+        for oid in self._iter_loose():
             try:
-                self.read_blob(oid)
+                self._read_loose(oid)
             except CorruptObject:
                 yield oid, "blob bytes do not hash to the id"
 
@@ -276,7 +337,7 @@ class MemoryObjectStore(ObjectStore):
     def _find_stored_prefix(self, low: bytes, high: bytes) -> list[ObjectId]:
         return [oid for oid in self.objects if low <= oid <= high]
 
-    def has_blob(self, oid: ObjectId) -> bool:
+    def _has_loose(self, oid: ObjectId) -> bool:
         return oid in self.blobs or (self._pending_blobs is not None and oid in self._pending_blobs)
 
     def _put_blob_chunks(self, chunks: Iterator[bytes]) -> tuple[ObjectId, int]:
@@ -285,16 +346,15 @@ class MemoryObjectStore(ObjectStore):
         (self.blobs if self._pending_blobs is None else self._pending_blobs).setdefault(oid, data)
         return oid, len(data)
 
-    def _begin_blobs(self) -> None:
+    def _begin_batch(self) -> None:
         self._pending_blobs = {}
 
-    def _end_blobs(self, commit: bool) -> None:
+    def _end_batch(self, commit: bool) -> None:
         if commit and self._pending_blobs:
             self.blobs.update(self._pending_blobs)
         self._pending_blobs = None
 
-    def read_blob(self, oid: ObjectId) -> bytes:
-        self.counters.blob_reads += 1
+    def _read_loose(self, oid: ObjectId) -> bytes:
         data = self.blobs.get(oid)
         if data is None and self._pending_blobs is not None:
             data = self._pending_blobs.get(oid)
@@ -304,10 +364,10 @@ class MemoryObjectStore(ObjectStore):
             raise CorruptObject(f"blob {oid.hex()} is corrupt: its bytes do not hash to its id")
         return data
 
-    def copy_blob(self, oid: ObjectId, dest: Path) -> None:
-        write_file(dest, self.read_blob(oid))
+    def _copy_loose(self, oid: ObjectId, dest: Path) -> None:
+        write_file(dest, self._read_loose(oid))
 
-    def iter_blobs(self) -> Iterator[ObjectId]:
+    def _iter_loose(self) -> Iterator[ObjectId]:
         yield from sorted(self.blobs)
 
     def _find_blob_prefix(self, prefix: str) -> list[ObjectId]:
@@ -323,6 +383,8 @@ class DiskObjectStore(ObjectStore):
         self.pack_dir = root / "packs"
         self.loose = LooseBlobs(root / "loose", root / "tmp")
         self._packs: dict[str, PackReader] = {}
+        # packs written during the current batch: readable here, durable and visible when it ends
+        self._pending: list[PendingPack] = []
 
     @classmethod
     def create(cls, root: Path, compression_level: int = codec.DEFAULT_LEVEL) -> DiskObjectStore:
@@ -337,7 +399,7 @@ class DiskObjectStore(ObjectStore):
 
     def _refresh(self) -> list[PackReader]:
         """Open packs that appeared since the last look (and forget merged-away ones); return the new."""
-        present = {p.stem for p in self.pack_dir.glob("pack-*.idx")}
+        present = {p.stem for p in self.pack_dir.glob("pack-*.idx")} | {p.index.name for p in self._pending}
         for gone in set(self._packs) - present:  # merged away by another process's repack
             del self._packs[gone]
         return [self._open(name) for name in sorted(present - set(self._packs))]
@@ -351,9 +413,14 @@ class DiskObjectStore(ObjectStore):
         return None
 
     def _write_stored(self, entries: dict[ObjectId, bytes]) -> None:
-        self._open(write_pack(self.pack_dir, sorted(entries.items())))
-        if len(self._packs) > MAX_PACKS:
-            self.repack()
+        if self._batch is None:
+            self._open(write_pack(self.pack_dir, sorted(entries.items())))
+            if len(self._packs) > MAX_PACKS:
+                self.repack()
+            return
+        pending = write_pack_data(self.pack_dir, sorted(entries.items()))
+        self._pending.append(pending)
+        self._packs[pending.index.name] = PackReader(pending.tmp, pending.index)
 
     def _open(self, name: str) -> PackReader:
         reader = PackReader(self.pack_dir / f"{name}.pack", PackIndex.load(self.pack_dir / f"{name}.idx"))
@@ -397,28 +464,45 @@ class DiskObjectStore(ObjectStore):
     def _find_stored_prefix(self, low: bytes, high: bytes) -> list[ObjectId]:
         return [oid for reader in self.packs() for oid in reader.index.prefix_range(low, high)]
 
-    def has_blob(self, oid: ObjectId) -> bool:
+    def _stored_header(self, oid: ObjectId) -> int | None:
+        if self._batch is not None and oid in self._batch:
+            return codec.stored_kind(self._batch[oid])
+        for readers in (list(self._packs.values()), None):
+            for reader in readers if readers is not None else self._refresh():
+                position = reader.index.find(oid)
+                if position >= 0:
+                    return reader.header_at(position)
+        return None
+
+    def _has_loose(self, oid: ObjectId) -> bool:
         return self.loose.contains(oid)
 
     def _put_blob_chunks(self, chunks: Iterator[bytes]) -> tuple[ObjectId, int]:
         return self.loose.put_stream(chunks)
 
-    def read_blob(self, oid: ObjectId) -> bytes:
-        self.counters.blob_reads += 1
+    def _read_loose(self, oid: ObjectId) -> bytes:
         return self.loose.read(oid)
 
-    def copy_blob(self, oid: ObjectId, dest: Path) -> None:
-        self.counters.blob_reads += 1
+    def _copy_loose(self, oid: ObjectId, dest: Path) -> None:
         self.loose.copy_to(oid, dest)
 
-    def iter_blobs(self) -> Iterator[ObjectId]:
+    def _iter_loose(self) -> Iterator[ObjectId]:
         return self.loose.iter_ids()
 
     def _find_blob_prefix(self, prefix: str) -> list[ObjectId]:
         return self.loose.find_prefix(prefix)
 
-    def _begin_blobs(self) -> None:
+    def _begin_batch(self) -> None:
         self.loose.begin()
 
-    def _end_blobs(self, commit: bool) -> None:
+    def _end_batch(self, commit: bool) -> None:
+        pending, self._pending = self._pending, []
+        for pack in pending:
+            if commit:
+                finish_pack(pack)
+            else:
+                del self._packs[pack.index.name]
+                pack.tmp.unlink(missing_ok=True)
         self.loose.end(commit)
+        if commit and len(self._packs) > MAX_PACKS:
+            self.repack()

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dsvc.atomic import fsync_dir, temp_name
+from dsvc import codec
+from dsvc.atomic import fsync_dir, fsync_path, start_writeback, temp_name
 from dsvc.errors import CorruptObject, UnsupportedFormat
 from dsvc.hashing import ID_SIZE, ObjectId, hash_bytes, hasher
 
@@ -125,6 +126,11 @@ class PackReader:
         offset = int(self.index.offsets[position])
         return self._map[offset : offset + int(self.index.lengths[position])]
 
+    def header_at(self, position: int) -> int:
+        """The framing kind of the entry at a position, without copying the entry."""
+        offset = int(self.index.offsets[position])
+        return codec.stored_kind(self._map[offset : offset + codec.HEADER_SIZE])
+
     def iter_entries(self) -> Iterator[tuple[ObjectId, bytes]]:
         """Yield every (id, stored bytes) pair, for verification."""
         for position in range(len(self.index)):
@@ -134,13 +140,22 @@ class PackReader:
         self._map.close()
 
 
-def write_pack(folder: Path, entries: Iterable[tuple[ObjectId, bytes]]) -> str:
-    """Write (id, stored bytes) pairs, sorted by id and unique, as a new pack and index; return its name.
+WRITEBACK_EVERY = 8 << 20
 
-    Entries stream straight to disk, so packs of any size are written in memory bounded by their index.
-    The pack is fsynced and renamed before its index, and readers discover packs by their index, so a crash
-    never exposes an index without its pack.
-    """
+
+@dataclass
+class PendingPack:
+    """A pack whose bytes are written (writeback started) but not yet durable, named or visible."""
+
+    folder: Path
+    tmp: Path
+    index_body: bytes
+    index: PackIndex
+
+
+def write_pack_data(folder: Path, entries: Iterable[tuple[ObjectId, bytes]]) -> PendingPack:
+    """Write (id, stored bytes) pairs, sorted by id and unique, to a temporary pack; `finish_pack` makes it
+    durable and visible. Entries stream straight to disk, in memory bounded by the index."""
     name_hash = hasher()
     id_list: list[bytes] = []
     offset_list: list[int] = []
@@ -148,7 +163,7 @@ def write_pack(folder: Path, entries: Iterable[tuple[ObjectId, bytes]]) -> str:
     pack_tmp = temp_name(folder / "new.pack")
     with open(pack_tmp, "wb") as handle:
         handle.write(PACK_HEADER.pack(PACK_MAGIC, PACK_VERSION))
-        offset = PACK_HEADER.size
+        offset = synced = PACK_HEADER.size
         for oid, stored in entries:
             if id_list and oid <= id_list[-1]:
                 raise ValueError("pack entries must be sorted by id and unique")
@@ -158,8 +173,12 @@ def write_pack(folder: Path, entries: Iterable[tuple[ObjectId, bytes]]) -> str:
             length_list.append(len(stored))
             handle.write(stored)
             offset += len(stored)
+            if offset - synced >= WRITEBACK_EVERY:
+                handle.flush()
+                start_writeback(handle.fileno(), synced, offset - synced)
+                synced = offset
         handle.flush()
-        os.fsync(handle.fileno())
+        start_writeback(handle.fileno(), synced, offset - synced)
     ids = np.array(id_list, dtype=ID_DTYPE)
     offsets = np.array(offset_list, dtype="<u8")
     lengths = np.array(length_list, dtype="<u4")
@@ -174,16 +193,29 @@ def write_pack(folder: Path, entries: Iterable[tuple[ObjectId, bytes]]) -> str:
             lengths.tobytes(),
         )
     )
-    name = f"pack-{name_hash.hexdigest()}"
+    index = PackIndex(f"pack-{name_hash.hexdigest()}", ids, offsets, lengths, fanout)
+    return PendingPack(folder, pack_tmp, body, index)
+
+
+def finish_pack(pending: PendingPack) -> str:
+    """Make a pending pack durable, then write its index: readers find packs by their index, so a crash
+    never exposes an index without its pack. Return the pack's name."""
+    folder, name = pending.folder, pending.index.name
+    fsync_path(pending.tmp)
     index_tmp = temp_name(folder / "new.idx")
     with open(index_tmp, "wb") as handle:
-        handle.write(body + hash_bytes(body))
+        handle.write(pending.index_body + hash_bytes(pending.index_body))
         handle.flush()
         os.fsync(handle.fileno())
-    os.replace(pack_tmp, folder / f"{name}.pack")
+    os.replace(pending.tmp, folder / f"{name}.pack")
     os.replace(index_tmp, folder / f"{name}.idx")
     fsync_dir(folder)
     return name
+
+
+def write_pack(folder: Path, entries: Iterable[tuple[ObjectId, bytes]]) -> str:
+    """Write entries as a new durable, visible pack; return its name."""
+    return finish_pack(write_pack_data(folder, entries))
 
 
 def merge_entries(readers: list[PackReader]) -> Iterator[tuple[ObjectId, bytes]]:
