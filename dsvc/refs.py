@@ -106,11 +106,16 @@ class RefStore:
         raw = self.read_raw(target)
         return None if raw is None or raw.startswith(SYMBOLIC_PREFIX) else _parse_value(raw, target)
 
-    def set_if_equals(self, name: str, old: ObjectId | None, new: ObjectId, message: str = "") -> None:
-        """Move a ref from old (None: must not exist) to new, or raise RefConflict if it moved meanwhile."""
-        name = self.resolve_name(name)
+    def set_if_equals(
+        self, name: str, old: ObjectId | None, new: ObjectId, message: str = "", follow: bool = True
+    ) -> None:
+        """Move a ref from old (None: must not exist) to new, or raise RefConflict if it moved meanwhile.
+
+        With follow=False a symbolic ref is itself overwritten (a detached HEAD) instead of its target."""
+        if follow:
+            name = self.resolve_name(name)
         with self._locked(name) as lock:
-            current = self._read_target(name)
+            current = self.read(name) if not follow else self._read_target(name)
             if current != old:
                 raise RefConflict(
                     f"ref {name} changed underneath: expected {old.hex()[:12] if old else 'none'}, "

@@ -6,23 +6,53 @@ terminal or the current directory: callers pass paths and identities explicitly.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from dsvc import dataset, history, tree
 from dsvc.config import Config
-from dsvc.errors import NotARepository
+from dsvc.errors import BadRevision, DsvcError, InvalidInput, NotARepository, RefConflict
+from dsvc.formats import detect_format, get_format
 from dsvc.fsck import FsckReport, fsck
 from dsvc.hashing import ObjectId, hash_file
 from dsvc.history import load_any, resolve, resolve_commit
 from dsvc.lock import WriterLock
-from dsvc.objects import StoredObject
-from dsvc.refs import HEAD, RefStore
+from dsvc.objects import Checkpoint, Commit, Frame, Labels, Signature, Source, StoredObject
+from dsvc.refs import HEAD, RefStore, check_ref_name
 from dsvc.store import DiskObjectStore
+from dsvc.workdir.checkout import CheckoutResult, checkout
+from dsvc.workdir.index import Index
+from dsvc.workdir.stage import SourceSpec, StageResult, empty_roots, stage
+from dsvc.workdir.status import Changes, compare_roots, worktree_changes
 
 DSVC_DIR = ".dsvc"
 DEFAULT_BRANCH = "main"
 REF_FOLDERS = ("refs/heads", "refs/tags", "refs/checkpoints", "refs/inferences", "logs")
+
+
+@dataclass
+class Status:
+    """Where HEAD is and what differs: staged (index vs HEAD) and unstaged (working tree vs index)."""
+
+    branch: str | None
+    head: ObjectId | None
+    staged: Changes
+    unstaged: Changes
+
+    @property
+    def clean(self) -> bool:
+        return self.staged.empty and self.unstaged.empty
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One commit of the log, with the checkpoints that point at it."""
+
+    id: ObjectId
+    commit: Commit
+    checkpoints: tuple[str, ...] = field(default=())
 
 
 @dataclass(frozen=True)
@@ -45,6 +75,7 @@ class Repo:
         self.config = Config.load(self.dsvc_dir / "config")
         self.store = DiskObjectStore(self.dsvc_dir / "objects", self.config.get_int("core", "compression", 3))
         self.refs = RefStore(self.dsvc_dir)
+        self._index: Index | None = None
 
     @classmethod
     def init(cls, path: Path, branch: str = DEFAULT_BRANCH) -> tuple[Repo, bool]:
@@ -94,3 +125,277 @@ class Repo:
 
     def fsck(self) -> FsckReport:
         return fsck(self.store, self.refs)
+
+    # -- sources -------------------------------------------------------------------------------------
+
+    def sources(self) -> list[SourceSpec]:
+        """The annotation sources registered in the config."""
+        out = []
+        for section in self.config.sections("source "):
+            items = self.config.items(section)
+            out.append(
+                SourceSpec(section[len("source ") :].strip('"'), items["format"], items.get("media", ""))
+            )
+        return out
+
+    def source_add(self, path: str, fmt: str | None = None, media: str = "") -> SourceSpec:
+        """Register an annotation file (relative to the root); the format is detected when not given."""
+        rel = self.relative(path)
+        if not (self.root / rel).is_file():
+            raise InvalidInput("no such annotation file", path=rel)
+        name = fmt or detect_format(self.root / rel)
+        get_format(name)
+        media_rel = self.relative(media) if media else ""
+        if media_rel and not (self.root / media_rel).is_dir():
+            raise InvalidInput("no such media folder", path=media_rel)
+        spec = SourceSpec(rel, name, media_rel)
+        with self.lock():
+            self.config.set(f'source "{rel}"', "format", name)
+            self.config.set(f'source "{rel}"', "media", media_rel)
+            self.config.save()
+        return spec
+
+    def source_remove(self, path: str) -> None:
+        rel = self.relative(path)
+        with self.lock():
+            if not self.config.remove_section(f'source "{rel}"'):
+                raise InvalidInput("not a registered source", path=rel)
+            self.config.save()
+
+    def relative(self, path: str) -> str:
+        """A path given by the user, relative to the root and in posix form; refuses paths outside."""
+        full = (self.root / path).resolve() if not Path(path).is_absolute() else Path(path).resolve()
+        if not full.is_relative_to(self.root.resolve()):
+            raise InvalidInput("is outside the repository", path=path)
+        rel = full.relative_to(self.root.resolve()).as_posix()
+        return "" if rel == "." else rel
+
+    # -- staging and committing ------------------------------------------------------------------------
+
+    @property
+    def index(self) -> Index:
+        if self._index is None:
+            self._index = Index(self.dsvc_dir / "index.sqlite")
+        return self._index
+
+    def head_commit(self) -> ObjectId | None:
+        return self.refs.read(HEAD)
+
+    def roots_of(self, commit: ObjectId | None) -> dict[str, ObjectId]:
+        """A commit's column roots, with empty maps for columns it lacks (or for no commit)."""
+        roots = empty_roots()
+        if commit is not None:
+            roots.update(history.read_commit(self.store, commit).roots)
+        return roots
+
+    def staged_roots(self) -> dict[str, ObjectId]:
+        staged = self.index.staged_roots()
+        return {**self.roots_of(None), **staged} if staged is not None else self.roots_of(self.head_commit())
+
+    def add(self, paths: Iterable[str] = (), require_media: bool = False) -> StageResult:
+        """Stage the working tree (or some paths of it): blobs and objects first, the index last."""
+        under = [self.relative(p) for p in paths] or None
+        if under is not None and "" in under:
+            under = None
+        with self.lock():
+            with self.store.batch():
+                result = stage(
+                    self.store,
+                    self.index,
+                    self.root,
+                    self.sources(),
+                    self.staged_roots(),
+                    under,
+                    require_media,
+                )
+            self.index.update(
+                stats=result.stats, forget=result.forget, staged=result.roots, stamps=result.stamps
+            )
+        return result
+
+    def status(self) -> Status:
+        staged = self.staged_roots()
+        head = self.head_commit()
+        return Status(
+            self.refs.symbolic_target(HEAD),
+            head,
+            compare_roots(self.store, self.roots_of(head), staged),
+            worktree_changes(self.store, self.index, self.root, self.sources(), staged),
+        )
+
+    def commit(self, message: str, author: Signature, allow_empty: bool = False) -> ObjectId:
+        """Record the staged state as a commit on the current branch (refs move last, by compare-and-swap)."""
+        with self.lock():
+            head = self.head_commit()
+            staged = self.staged_roots()
+            if not allow_empty and head is not None and self.roots_of(head) == staged:
+                raise DsvcError("nothing to commit (use 'dsvc add' to stage changes)")
+            self.store.put_object(tree.EMPTY)
+            oid = history.make_commit(self.store, staged, (head,) if head else (), author, message)
+            first_line = message.splitlines()[0] if message else ""
+            self.refs.set_if_equals(HEAD, head, oid, f"commit: {first_line}")
+            self.index.update(staged=staged)
+        return oid
+
+    # -- history ---------------------------------------------------------------------------------------
+
+    def checkpoint_names(self) -> dict[bytes, list[str]]:
+        """Commit id -> names of the checkpoints that point at it."""
+        out: dict[bytes, list[str]] = {}
+        for ref, oid in self.refs.list_refs("refs/checkpoints/").items():
+            cp = self.store.get_object(oid, Checkpoint)
+            out.setdefault(cp.commit, []).append(ref[len("refs/checkpoints/") :])
+        return out
+
+    def log(self, rev: str = HEAD, frame: str | None = None, limit: int | None = None) -> Iterator[LogEntry]:
+        """Commits reachable from rev, newest first; with frame, only those that changed that frame."""
+        if self.head_commit() is None and rev == HEAD:
+            return
+        names = self.checkpoint_names()
+        count = 0
+        key = frame.encode() if frame is not None else None
+        for oid, commit in history.walk(self.store, [self.rev_parse(rev, commit=True)]):
+            if key is not None and not self._changes_frame(commit, key):
+                continue
+            yield LogEntry(oid, commit, tuple(sorted(names.get(oid, []))))
+            count += 1
+            if limit is not None and count >= limit:
+                return
+
+    def _changes_frame(self, commit: Commit, key: bytes) -> bool:
+        parent = self.roots_of(commit.parents[0] if commit.parents else None)
+        mine = self.roots_of(None) | dict(commit.roots)
+        return any(
+            tree.get(self.store, mine[c], key) != tree.get(self.store, parent[c], key)
+            for c in ("frames", "labels")
+        )
+
+    def checkout(self, rev: str, force: bool = False, new_branch: str | None = None) -> CheckoutResult:
+        """Make the working tree match rev and move HEAD: to the branch rev names, else detached."""
+        with self.lock():
+            target_commit = self.rev_parse(rev, commit=True)
+            current = self.staged_roots()
+            target = self.roots_of(target_commit)
+            dirty = worktree_changes(self.store, self.index, self.root, self.sources(), current)
+            staged_changes = compare_roots(self.store, self.roots_of(self.head_commit()), current)
+            if not force and not staged_changes.empty and current != target:
+                raise DsvcError("staged changes would be lost: commit them, or use --force")
+            result = checkout(self.store, self.root, current, target, dirty, force)
+            self.index.update(
+                stats=result.written, forget=result.removed, staged=target, stamps=result.stamps
+            )
+            self._sync_sources(target)
+            self._move_head(rev, target_commit, new_branch)
+        return result
+
+    def _sync_sources(self, roots: Mapping[str, ObjectId]) -> None:
+        """Make the config's sources those of the checked-out version."""
+        wanted = {
+            s.path: s
+            for s in (
+                self.store.get_object(ObjectId(v), Source)
+                for _, v in tree.items(self.store, roots["sources"])
+            )
+        }
+        for spec in self.sources():
+            if spec.path not in wanted:
+                self.config.remove_section(f'source "{spec.path}"')
+        for path, source in wanted.items():
+            self.config.set(f'source "{path}"', "format", source.format)
+            self.config.set(f'source "{path}"', "media", source.media)
+        self.config.save()
+
+    def _move_head(self, rev: str, commit: ObjectId, new_branch: str | None) -> None:
+        old = self.head_commit()
+        if new_branch is not None:
+            ref = check_ref_name(f"refs/heads/{new_branch}")
+            self.refs.add_if_new(ref, commit, f"branch: created from {rev}")
+            self.refs.set_symbolic(HEAD, ref, f"checkout: moving to {new_branch}")
+            return
+        if self.refs.read(f"refs/heads/{rev}") is not None:
+            self.refs.set_symbolic(HEAD, f"refs/heads/{rev}", f"checkout: moving to {rev}")
+            return
+        self.refs.set_if_equals(HEAD, old, commit, f"checkout: moving to {rev}", follow=False)
+
+    # -- branches, tags, checkpoints -----------------------------------------------------------------
+
+    def create_ref(self, kind: str, name: str, rev: str = HEAD) -> ObjectId:
+        """Create a branch or tag pointing at rev's commit."""
+        ref = check_ref_name(f"refs/{kind}/{name}")
+        commit = self.rev_parse(rev, commit=True)
+        try:
+            self.refs.add_if_new(ref, commit, f"{kind}: created from {rev}")
+        except RefConflict:
+            raise DsvcError(f"{kind[:-1] if kind.endswith('s') else kind} {name!r} already exists") from None
+        return commit
+
+    def delete_ref(self, kind: str, name: str) -> None:
+        ref = check_ref_name(f"refs/{kind}/{name}")
+        current = self.refs.read(ref)
+        if current is None:
+            raise BadRevision(f"no such {kind[:-1]}: {name}")
+        if kind == "heads" and self.refs.symbolic_target(HEAD) == ref:
+            raise DsvcError(f"cannot delete the branch you are on: {name}")
+        self.refs.remove_if_equals(ref, current, f"{kind}: deleted")
+
+    def checkpoint(self, name: str) -> tuple[ObjectId, Checkpoint]:
+        oid = self.refs.read(check_ref_name(f"refs/checkpoints/{name}"))
+        if oid is None:
+            raise BadRevision(f"no such checkpoint: {name}")
+        return oid, self.store.get_object(oid, Checkpoint)
+
+    def checkpoint_create(
+        self,
+        name: str,
+        who: Signature,
+        rev: str = HEAD,
+        description: str = "",
+        metadata: Mapping[str, Any] = {},
+    ) -> ObjectId:
+        """Freeze rev under a name, with a description and metadata."""
+        ref = check_ref_name(f"refs/checkpoints/{name}")
+        with self.lock():
+            commit = self.rev_parse(rev, commit=True)
+            oid = history.new_checkpoint(self.store, name, commit, description, metadata, who)
+            try:
+                self.refs.add_if_new(ref, oid, f"checkpoint: created at {commit.hex()[:12]}")
+            except RefConflict:
+                raise DsvcError(
+                    f"checkpoint {name!r} already exists (edit it with 'dsvc checkpoint edit')"
+                ) from None
+        return oid
+
+    def checkpoint_edit(self, name: str, who: Signature, **changes: Any) -> ObjectId:
+        """Write a new version of a checkpoint (description, metadata, archived); the old stays reachable."""
+        with self.lock():
+            old, _ = self.checkpoint(name)
+            oid = history.revise_checkpoint(self.store, old, who, **changes)
+            self.refs.set_if_equals(f"refs/checkpoints/{name}", old, oid, "checkpoint: edited")
+        return oid
+
+    def checkpoints(self, include_archived: bool = False) -> list[tuple[ObjectId, Checkpoint]]:
+        out = []
+        for oid in self.refs.list_refs("refs/checkpoints/").values():
+            cp = self.store.get_object(oid, Checkpoint)
+            if include_archived or not cp.archived:
+                out.append((oid, cp))
+        return sorted(out, key=lambda item: (item[1].created.time, item[1].name))
+
+    # -- reading versions ------------------------------------------------------------------------------
+
+    def frames(
+        self, rev: str = HEAD, where: Mapping[str, str] = {}, classes: Iterable[str] = ()
+    ) -> Iterator[tuple[str, Frame, Labels]]:
+        """The frames of a revision with their labels, filtered by metadata values and classes."""
+        wanted = set(classes)
+        for frame_id, frame, labels in dataset.iter_frames(
+            self.store, self.roots_of(self.rev_parse(rev, commit=True))
+        ):
+            if dataset.matches(frame, labels, where, wanted):
+                yield frame_id, frame, labels
+
+    def stats(self, rev: str = HEAD) -> dict[str, Any]:
+        return dataset.statistics(self.store, self.roots_of(self.rev_parse(rev, commit=True)))
+
+    def export(self, rev: str, fmt: str, out: Path) -> list[str]:
+        return dataset.export(self.store, self.roots_of(self.rev_parse(rev, commit=True)), fmt, out)

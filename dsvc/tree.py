@@ -75,6 +75,8 @@ def _loader(store: ObjectStore) -> Callable[[bytes], Node]:
 
     def load(oid: bytes) -> Node:
         node = cache.get(oid)
+        if node is None and oid == EMPTY.id:
+            node = EMPTY
         if node is None:
             data = store.get(ObjectId(oid))
             value = codec.decode(data)
@@ -88,6 +90,11 @@ def _loader(store: ObjectStore) -> Callable[[bytes], Node]:
         return node
 
     return load
+
+
+def _root(store: ObjectStore, root: ObjectId) -> Node:
+    """Read a root node; the empty map is known without the store, so empty roots need no object."""
+    return EMPTY if root == EMPTY.id else store.get_object(root, Node)
 
 
 # -- build ---------------------------------------------------------------------------------------------
@@ -167,7 +174,7 @@ def build(store: ObjectStore, items: Iterable[tuple[bytes, bytes]]) -> ObjectId:
 
 def get(store: ObjectStore, root: ObjectId, key: bytes) -> bytes | None:
     """Return the value of key, or None: O(log N) node reads."""
-    node = store.get_object(root, Node)
+    node = _root(store, root)
     while node.level:
         i = bisect_left(node.keys, key)
         if i == len(node.keys):
@@ -179,14 +186,14 @@ def get(store: ObjectStore, root: ObjectId, key: bytes) -> bytes | None:
 
 def length(store: ObjectStore, root: ObjectId) -> int:
     """Return the number of entries, from the root's counts: one node read."""
-    return store.get_object(root, Node).size
+    return _root(store, root).size
 
 
 def items(
     store: ObjectStore, root: ObjectId, start: bytes | None = None, stop: bytes | None = None
 ) -> Iterator[tuple[bytes, bytes]]:
     """Yield (key, value) in key order for start <= key < stop, reading only the nodes that overlap."""
-    stack = [store.get_object(root, Node)]
+    stack = [_root(store, root)]
     while stack:
         node = stack.pop()
         if node.level == 0:

@@ -67,11 +67,7 @@ def main(ctx: click.Context, directory: Path | None, debug: bool) -> None:
     ctx.meta["cwd"] = directory.resolve() if directory else Path.cwd()
 
 
-def cwd(ctx: click.Context) -> Path:
-    """The folder the command runs in (`-C DIR` or the current directory)."""
-    return Path(ctx.find_root().meta["cwd"])
+from dsvc.cli import plumbing, versions, workdir  # noqa: E402  (the commands)
 
-
-from dsvc.cli import plumbing  # noqa: E402  (registers the commands)
-
-plumbing.register(main)
+for _command in (*plumbing.COMMANDS, *workdir.COMMANDS, *versions.COMMANDS):
+    main.add_command(_command)

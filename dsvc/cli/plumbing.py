@@ -3,51 +3,13 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
 
 import click
 
-from dsvc.cli.output import Output
+from dsvc.cli.common import cwd, open_repo, output, reporting
 from dsvc.objects import to_jsonable
 from dsvc.repo import Repo
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def reporting(func: F) -> F:
-    """Add --json and -q to a command that reports something."""
-
-    def set_json(ctx: click.Context, _: click.Parameter, value: bool) -> None:
-        ctx.ensure_object(Output).json = value
-
-    def set_quiet(ctx: click.Context, _: click.Parameter, value: bool) -> None:
-        ctx.ensure_object(Output).quiet = value
-
-    func = click.option(
-        "--json",
-        "as_json",
-        is_flag=True,
-        expose_value=False,
-        callback=set_json,
-        help="Print machine-readable JSON on stdout.",
-    )(func)
-    return click.option(
-        "-q",
-        "--quiet",
-        is_flag=True,
-        expose_value=False,
-        callback=set_quiet,
-        help="Print nothing but errors.",
-    )(func)
-
-
-def open_repo(ctx: click.Context) -> Repo:
-    """Open the repository the command runs in."""
-    from dsvc.cli import cwd
-
-    return Repo.discover(cwd(ctx))
 
 
 @click.command(
@@ -62,10 +24,7 @@ Examples:
 @click.pass_context
 def init(ctx: click.Context, directory: Path | None) -> None:
     """Create an empty repository (a .dsvc folder) in DIRECTORY or here."""
-    from dsvc.cli import cwd
-
-    out = ctx.find_object(Output)
-    assert out is not None
+    out = output(ctx)
     target = (cwd(ctx) / directory) if directory else cwd(ctx)
     repo, created = Repo.init(target.resolve())
     verb = "Initialized empty" if created else "Reinitialized existing"
@@ -88,11 +47,9 @@ Examples:
 @click.pass_context
 def hash_object(ctx: click.Context, write: bool, files: tuple[Path, ...]) -> None:
     """Print the object id (BLAKE3) of each FILE."""
-    from dsvc.cli import cwd
     from dsvc.hashing import hash_file
 
-    out = ctx.find_object(Output)
-    assert out is not None
+    out = output(ctx)
     paths = [cwd(ctx) / f for f in files]
     ids = open_repo(ctx).hash_objects(paths, write=True) if write else [hash_file(p) for p in paths]
     if out.json:
@@ -115,8 +72,7 @@ Examples:
 @click.pass_context
 def cat_object(ctx: click.Context, rev: str) -> None:
     """Print an object: a blob's raw bytes, or a structured object decoded."""
-    out = ctx.find_object(Output)
-    assert out is not None
+    out = output(ctx)
     found = open_repo(ctx).cat_object(rev)
     if found.blob is not None:
         if out.json:
@@ -148,8 +104,7 @@ Examples:
 @click.pass_context
 def rev_parse(ctx: click.Context, revs: tuple[str, ...], commit: bool) -> None:
     """Print the full object id each revision names."""
-    out = ctx.find_object(Output)
-    assert out is not None
+    out = output(ctx)
     repo = open_repo(ctx)
     ids = [repo.rev_parse(rev, commit=commit) for rev in revs]
     if out.json:
@@ -170,8 +125,7 @@ Examples:
 @click.pass_context
 def fsck(ctx: click.Context) -> None:
     """Verify every object's id and that everything the refs reach is present."""
-    out = ctx.find_object(Output)
-    assert out is not None
+    out = output(ctx)
     report = open_repo(ctx).fsck()
     if out.json:
         out.data(
@@ -195,6 +149,4 @@ def fsck(ctx: click.Context) -> None:
         ctx.exit(1)
 
 
-def register(group: click.Group) -> None:
-    for command in (init, hash_object, cat_object, rev_parse, fsck):
-        group.add_command(command)
+COMMANDS = (init, hash_object, cat_object, rev_parse, fsck)

@@ -74,7 +74,9 @@ def scan(
         yield from _walk(root, start, ignore, skip)
 
 
-def _one(root: Path, rel: str, ignore: pathspec.PathSpec[Any] | None, skip: frozenset[str]) -> ScannedFile | None:
+def _one(
+    root: Path, rel: str, ignore: pathspec.PathSpec[Any] | None, skip: frozenset[str]
+) -> ScannedFile | None:
     if rel in skip or rel.split("/")[0] == DSVC_DIR or (ignore is not None and ignore.match_file(rel)):
         return None
     path = root / rel

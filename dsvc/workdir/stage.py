@@ -55,10 +55,9 @@ class StageResult:
     stamps: dict[str, bytes | None] = field(default_factory=dict)
 
 
-def empty_roots(store: ObjectStore) -> dict[str, ObjectId]:
-    """Roots of an empty dataset."""
-    empty = tree.build(store, [])
-    return dict.fromkeys(COLUMNS, empty)
+def empty_roots() -> dict[str, ObjectId]:
+    """Roots of an empty dataset (the empty node is stored by whoever commits them)."""
+    return dict.fromkeys(COLUMNS, tree.EMPTY.id)
 
 
 def owned_paths(root: Path, specs: Iterable[SourceSpec]) -> frozenset[str]:

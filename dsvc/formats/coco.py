@@ -1,0 +1,227 @@
+"""COCO detection files: one frame per image (id = file_name), labels from its annotations, and everything
+else (info, licenses, categories, extra keys) kept so the file renders back as pycocotools reads it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from dsvc.errors import InvalidInput
+from dsvc.formats import coco_annotations
+from dsvc.formats.common import (
+    FrameRecord,
+    ParsedSource,
+    check_folder,
+    check_name,
+    dump_json,
+    join,
+    load_json,
+    paused_gc,
+    read_source,
+)
+from dsvc.objects import Frame, Labels, Source
+
+# Source.metadata key of what render needs beyond the file's own top-level keys (never a COCO key).
+PRIVATE = "dsvc"
+SNIFF = 1 << 16
+_ID_TYPES = (int, str)
+
+
+class CocoFormat:
+    """COCO detection JSON (instances, keypoints, image info files)."""
+
+    name = "coco"
+
+    def detect(self, path: Path) -> bool:
+        """A .json file holding an object whose first bytes name a COCO section."""
+        if path.suffix.lower() != ".json" or not path.is_file():
+            return False
+        with open(path, "rb") as handle:
+            head = handle.read(SNIFF)
+        return head.lstrip().startswith(b"{") and any(
+            key in head for key in (b'"images"', b'"annotations"', b'"categories"')
+        )
+
+    def parse(self, source_path: str, media: str, root: Path) -> ParsedSource:
+        media = check_folder(media, source_path, "media folder")
+        data = read_source(root, source_path)
+        with paused_gc():
+            doc = load_json(data, source_path)
+            del data
+            return _parse(doc, source_path, media, root)
+
+    def render(self, source: Source, frames: Iterable[tuple[str, Frame, Labels]]) -> dict[str, bytes]:
+        meta = dict(source.metadata)
+        private = meta.pop(PRIVATE, {})
+        cat_ids = {c["name"]: c["id"] for c in meta.get("categories", ())}
+        no_crowd = private.get("no_iscrowd", ())
+        all_without_crowd = no_crowd is True
+        without_crowd = set() if all_without_crowd else set(no_crowd)
+        rows = []
+        for frame_id, frame, labels in frames:
+            image = dict(frame.metadata)
+            image_id = image.pop("id", None)
+            if type(image_id) not in _ID_TYPES:
+                raise InvalidInput(f"frame {frame_id!r} has no COCO image id", path=source.path)
+            rows.append(
+                (
+                    (isinstance(image_id, str), image_id),
+                    {"id": image_id, "file_name": frame_id, **image},
+                    labels,
+                )
+            )
+        rows.sort(key=lambda row: row[0])
+        annotations = []
+        for (_, image_id), image, labels in rows:
+            for ann in labels.annotations:
+                if ann.label not in cat_ids or ann.id is None:
+                    problem = "has no id" if ann.id is None else f"has class {ann.label!r}, not a category"
+                    raise InvalidInput(
+                        f"an annotation of frame {image['file_name']!r} {problem}", path=source.path
+                    )
+                with_crowd = not all_without_crowd and ann.id not in without_crowd
+                annotations.append(coco_annotations.render(ann, image_id, cat_ids[ann.label], with_crowd))
+        doc: dict[str, Any] = {key: meta.pop(key) for key in ("info", "licenses") if key in meta}
+        doc["images"] = [image for _, image, _ in rows]
+        if private.get("annotations", True):
+            doc["annotations"] = annotations
+        doc.update(meta)
+        return {source.path: dump_json(doc)}
+
+    def owned_paths(self, source_path: str, root: Path, media: str | None = None) -> set[str]:
+        return {source_path}
+
+
+def _parse(doc: Any, path: str, media: str, root: Path) -> ParsedSource:
+    if not isinstance(doc, dict):
+        raise InvalidInput(f"a COCO file holds a JSON object, not {type(doc).__name__}", path=path)
+    if PRIVATE in doc:
+        raise InvalidInput(f"the top-level key {PRIVATE!r} is reserved by dsvc", path=path, location=PRIVATE)
+    if "images" not in doc:
+        raise InvalidInput("missing the 'images' list", path=path)
+    sections = {}
+    for key in ("images", "annotations", "categories"):
+        sections[key] = doc.get(key, [])
+        if not isinstance(sections[key], list):
+            raise InvalidInput(
+                f"expected a list, got {type(sections[key]).__name__}", path=path, location=key
+            )
+    names = _categories(sections["categories"], path)
+    index, images = _images(sections["images"], path)
+    per_image, no_crowd = coco_annotations.convert(sections["annotations"], index, names, path)
+    present = _existing(root, media, [name for name, _ in images])
+    frames = []
+    for (name, image), labels in zip(images, per_image, strict=True):
+        if name in present:
+            record = FrameRecord(name, (join(media, name),), None, image, Labels(tuple(labels)))
+        else:
+            record = FrameRecord(name, (), _url(image), image, Labels(tuple(labels)))
+        frames.append(record)
+    frames.sort(key=lambda f: f.id)
+    metadata = {key: value for key, value in doc.items() if key not in ("images", "annotations")}
+    private: dict[str, Any] = {}
+    if "annotations" not in doc:
+        private["annotations"] = False
+    if no_crowd:
+        private["no_iscrowd"] = True if len(no_crowd) == len(sections["annotations"]) else no_crowd
+    if private:
+        metadata[PRIVATE] = private
+    return ParsedSource(frames, metadata)
+
+
+def _url(image: dict[str, Any]) -> str | None:
+    """Where an image without a local file can be fetched from."""
+    urls = (image.get("coco_url"), image.get("flickr_url"))
+    return next((url for url in urls if isinstance(url, str) and url), None)
+
+
+def _categories(cats: list[Any], path: str) -> dict[Any, str]:
+    """Map category id -> name, refusing duplicate ids and names (labels are stored by name)."""
+    names: dict[Any, str] = {}
+    by_name: dict[str, int] = {}
+    for i, cat in enumerate(cats):
+        loc = f"categories[{i}]"
+        if not isinstance(cat, dict):
+            raise InvalidInput(f"expected an object, got {cat!r}", path=path, location=loc)
+        for key in ("id", "name"):
+            if key not in cat:
+                raise InvalidInput(f"missing required field {key!r}", path=path, location=loc)
+        ident, name = cat["id"], cat["name"]
+        if type(ident) not in _ID_TYPES:
+            raise InvalidInput(
+                f"id must be an integer or a string, got {ident!r}", path=path, location=f"{loc}.id"
+            )
+        if ident in names:
+            raise InvalidInput(f"duplicate category id {ident!r}", path=path, location=f"{loc}.id")
+        if not isinstance(name, str) or not name:
+            raise InvalidInput(
+                f"name must be a non-empty string, got {name!r}", path=path, location=f"{loc}.name"
+            )
+        if name in by_name:
+            raise InvalidInput(
+                f"categories[{by_name[name]}] has the same name {name!r}; labels are stored by class name",
+                path=path,
+                location=f"{loc}.name",
+            )
+        names[ident] = name
+        by_name[name] = i
+    return names
+
+
+def _images(images: list[Any], path: str) -> tuple[dict[Any, int], list[tuple[str, dict[str, Any]]]]:
+    """Validate images; return image id -> position and (file_name, every other field) per image."""
+    index: dict[Any, int] = {}
+    by_name: dict[str, int] = {}
+    out = []
+    for i, image in enumerate(images):
+        loc = f"images[{i}]"
+        if not isinstance(image, dict):
+            raise InvalidInput(f"expected an object, got {image!r}", path=path, location=loc)
+        for key in ("id", "file_name"):
+            if key not in image:
+                raise InvalidInput(f"missing required field {key!r}", path=path, location=loc)
+        fields = dict(image)
+        name = check_name(fields.pop("file_name"), path, f"{loc}.file_name")
+        ident = fields["id"]
+        if type(ident) not in _ID_TYPES:
+            raise InvalidInput(
+                f"id must be an integer or a string, got {ident!r}", path=path, location=f"{loc}.id"
+            )
+        if ident in index:
+            raise InvalidInput(
+                f"duplicate image id {ident!r} (also images[{index[ident]}])", path=path, location=f"{loc}.id"
+            )
+        if name in by_name:
+            raise InvalidInput(
+                f"duplicate file name {name!r} (also images[{by_name[name]}])",
+                path=path,
+                location=f"{loc}.file_name",
+            )
+        index[ident] = i
+        by_name[name] = i
+        out.append((name, fields))
+    return index, out
+
+
+def _existing(root: Path, media: str, names: list[str]) -> set[str]:
+    """Which names are files under the media folder, listing each folder once instead of a stat per file."""
+    base = root / media if media else root
+    listed: dict[str, set[str]] = {}
+    found = set()
+    for name in names:
+        folder, _, leaf = name.rpartition("/")
+        if folder not in listed:
+            listed[folder] = _files(base / folder if folder else base)
+        if leaf in listed[folder]:
+            found.add(name)
+    return found
+
+
+def _files(folder: Path) -> set[str]:
+    try:
+        with os.scandir(folder) as entries:
+            return {entry.name for entry in entries if entry.is_file()}
+    except (FileNotFoundError, NotADirectoryError):
+        return set()

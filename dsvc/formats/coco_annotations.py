@@ -1,0 +1,227 @@
+"""COCO annotations to and from dsvc Annotations, fast enough for millions. Parsing is bound by memory
+latency (each annotation is a cold dict), so one lean pass touches each annotation once, number types are
+checked afterwards in bulk at C speed, and only on failure does a precise pass name the first bad field."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+from typing import Any, NoReturn
+
+from dsvc.errors import InvalidInput
+from dsvc.formats.common import (
+    NUMBER_TYPES,
+    item_types,
+    number,
+    numbers,
+    rle_from_json,
+    rle_to_json,
+    trusted_annotation,
+    trusted_bbox,
+    validated,
+)
+from dsvc.model import Annotation, BBox, keypoints, polygon
+
+# Fields with a typed place in Annotation (image_id and category_id become the frame and the class);
+# every other field of an annotation is kept in Annotation.attributes.
+TYPED = frozenset(
+    ("id", "image_id", "category_id", "bbox", "segmentation", "area", "iscrowd", "keypoints", "score")
+)
+REQUIRED = ("id", "image_id", "category_id")
+ID_TYPES = frozenset((int, str))
+CROWD = {0: False, 1: True}
+NO_ATTRIBUTES: Mapping[str, Any] = MappingProxyType({})  # shared and read-only: most annotations have none
+_MISSING: Any = object()
+_ERRORS = (KeyError, TypeError, ValueError, AttributeError)
+
+
+def convert(
+    anns: list[Any], images: Mapping[Any, int], names: Mapping[Any, str], path: str
+) -> tuple[list[list[Annotation]], list[Any]]:
+    """Group annotations by image position, in source order; also return the ids of those without
+    iscrowd, so render can leave the field out again."""
+    per_image: list[list[Annotation]] = [[] for _ in range(len(images))]
+    lists: list[Sequence[Any]] = []  # boxes and keypoints, their number types checked in one C pass
+    rings: list[Sequence[Any]] = []
+    scalars: list[Any] = []
+    ids: list[Any] = []
+    no_crowd: list[Any] = []
+    get = dict.get
+    for i, a in enumerate(anns):
+        try:
+            ident = a["id"]
+            ids.append(ident)
+            frame = per_image[images[a["image_id"]]]
+            label = names[a["category_id"]]
+            known = 3
+            bbox = mask = poly = kps = area = score = None
+            attributes = NO_ATTRIBUTES
+            v = get(a, "bbox", _MISSING)
+            if v is not _MISSING:
+                known += 1
+                x, y, w, h = v
+                if w < 0 or h < 0:
+                    raise ValueError("negative size")
+                lists.append(v)
+                bbox = trusted_bbox(float(x), float(y), float(w), float(h))
+            v = get(a, "segmentation", _MISSING)
+            if type(v) is list:
+                if v:
+                    known += 1
+                    for ring in v:
+                        if type(ring) is not list or len(ring) < 6 or len(ring) & 1:
+                            raise ValueError("bad ring")
+                    rings += v
+                    poly = tuple(map(tuple, v))
+                else:
+                    attributes = {"segmentation": v}  # an empty segmentation has no typed form
+            elif type(v) is dict:
+                known += 1
+                mask = rle_from_json(v, path, f"annotations[{i}].segmentation")
+            elif v is not _MISSING:
+                raise TypeError("bad segmentation")
+            v = get(a, "area", _MISSING)
+            if v is not _MISSING:
+                known += 1
+                if v < 0:
+                    raise ValueError("negative area")
+                scalars.append(v)
+                area = float(v)
+            v = get(a, "iscrowd", _MISSING)
+            if v is _MISSING:
+                no_crowd.append(ident)
+                crowd = False
+            else:
+                known += 1
+                crowd = CROWD[v]
+            v = get(a, "keypoints", _MISSING)
+            if v is not _MISSING:
+                known += 1
+                if type(v) is not list or len(v) % 3:
+                    raise ValueError("bad keypoints")
+                lists.append(v)
+                kps = tuple(map(float, v))
+            v = get(a, "score", _MISSING)
+            if v is not _MISSING:
+                known += 1
+                scalars.append(v)
+                score = float(v)
+            if len(a) != known:
+                extra = {k: v for k, v in a.items() if k not in TYPED}
+                attributes = {**attributes, **extra} if attributes else extra
+            frame.append(
+                trusted_annotation(label, ident, bbox, poly, mask, kps, crowd, area, score, attributes)
+            )
+        except _ERRORS:
+            _locate(anns, i + 1, images, names, path)
+    ring_types = item_types(rings)
+    if not (
+        item_types(lists) | ring_types | set(map(type, scalars)) <= NUMBER_TYPES
+        and set(map(type, ids)) <= ID_TYPES
+    ):
+        _locate(anns, len(anns), images, names, path)
+    if int in ring_types:
+        per_image = [[_float_polygon(ann) for ann in frame] for frame in per_image]
+    _check_unique_ids(ids, path)
+    return per_image, no_crowd
+
+
+def _float_polygon(ann: Annotation) -> Annotation:
+    """Make integer polygon coordinates floats, as the model stores them (the fast pass kept them as is)."""
+    if ann.polygon is None:
+        return ann
+    rings = tuple(tuple(map(float, ring)) for ring in ann.polygon)
+    fields = (ann.bbox, rings, ann.mask, ann.keypoints, ann.iscrowd, ann.area, ann.score, ann.attributes)
+    return trusted_annotation(ann.label, ann.id, *fields)
+
+
+def _locate(
+    anns: list[Any], stop: int, images: Mapping[Any, int], names: Mapping[Any, str], path: str
+) -> NoReturn:
+    """Name the first bad annotation before `stop`, where the fast pass found a problem."""
+    for i, a in enumerate(anns[:stop]):
+        check(a, i, images, names, path)
+    raise InvalidInput("malformed annotations", path=path, location="annotations")
+
+
+def _check_unique_ids(ids: list[Any], path: str) -> None:
+    """Refuse two annotations with one id: ids are how diffs match labels across versions."""
+    if len(set(ids)) == len(ids):
+        return
+    first: dict[Any, int] = {}
+    for i, ident in enumerate(ids):
+        if ident in first:
+            raise InvalidInput(
+                f"duplicate annotation id {ident!r} (also annotations[{first[ident]}])",
+                path=path,
+                location=f"annotations[{i}].id",
+            )
+        first[ident] = i
+
+
+def _check_key(value: Any, table: Mapping[Any, Any], what: str, path: str, location: str) -> None:
+    if not isinstance(value, int | float | str) or value not in table:
+        raise InvalidInput(f"unknown {what} {value!r}", path=path, location=location)
+
+
+def check(a: Any, i: int, images: Mapping[Any, int], names: Mapping[Any, str], path: str) -> None:
+    """Validate one annotation field by field, raising InvalidInput that names the first bad field."""
+    loc = f"annotations[{i}]"
+    if not isinstance(a, dict):
+        raise InvalidInput(f"expected an object, got {a!r}", path=path, location=loc)
+    for key in REQUIRED:
+        if key not in a:
+            raise InvalidInput(f"missing required field {key!r}", path=path, location=loc)
+    if type(a["id"]) not in ID_TYPES:
+        raise InvalidInput(
+            f"id must be an integer or a string, got {a['id']!r}", path=path, location=f"{loc}.id"
+        )
+    _check_key(a["image_id"], images, "image id", path, f"{loc}.image_id")
+    _check_key(a["category_id"], names, "category id", path, f"{loc}.category_id")
+    if "bbox" in a:
+        box = numbers(a["bbox"], path, f"{loc}.bbox")
+        validated(BBox.from_value, path, f"{loc}.bbox", box)
+    seg = a.get("segmentation", [])
+    if isinstance(seg, list):
+        rings = [numbers(ring, path, f"{loc}.segmentation[{k}]") for k, ring in enumerate(seg)]
+        if rings:
+            validated(polygon, path, f"{loc}.segmentation", rings)
+    elif isinstance(seg, dict):
+        rle_from_json(seg, path, f"{loc}.segmentation")
+    else:
+        raise InvalidInput(
+            f"expected polygon rings or an RLE mask, got {seg!r}", path=path, location=f"{loc}.segmentation"
+        )
+    if "area" in a:
+        number(a["area"], path, f"{loc}.area", non_negative=True)
+    if "iscrowd" in a and not (type(a["iscrowd"]) in (*NUMBER_TYPES, bool) and a["iscrowd"] in CROWD):
+        raise InvalidInput(
+            f"iscrowd must be 0 or 1, got {a['iscrowd']!r}", path=path, location=f"{loc}.iscrowd"
+        )
+    if "keypoints" in a:
+        validated(keypoints, path, f"{loc}.keypoints", numbers(a["keypoints"], path, f"{loc}.keypoints"))
+    if "score" in a:
+        number(a["score"], path, f"{loc}.score")
+
+
+def render(ann: Annotation, image_id: Any, category_id: Any, with_crowd: bool) -> dict[str, Any]:
+    """One COCO annotation, fields in COCO's usual order, extra fields after them."""
+    out: dict[str, Any] = {"id": ann.id, "image_id": image_id, "category_id": category_id}
+    if ann.polygon is not None:
+        out["segmentation"] = ann.polygon
+    elif ann.mask is not None:
+        out["segmentation"] = rle_to_json(ann.mask)
+    if ann.area is not None:
+        out["area"] = ann.area
+    if ann.bbox is not None:
+        box = ann.bbox
+        out["bbox"] = (box.x, box.y, box.w, box.h)
+    if with_crowd or ann.iscrowd:
+        out["iscrowd"] = int(ann.iscrowd)
+    if ann.keypoints is not None:
+        out["keypoints"] = ann.keypoints
+    if ann.score is not None:
+        out["score"] = ann.score
+    if ann.attributes:
+        out.update(ann.attributes)
+    return out
