@@ -27,6 +27,7 @@ LAYERS: dict[str, int] = {
     "metrics": 3,
     "remote": 3,
     "fsck": 3,
+    "dataset": 3,
     "repo": 4,
     "cli": 4,
     "__init__": 4,
