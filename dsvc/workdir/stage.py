@@ -123,7 +123,11 @@ def stage(
             result.files_reused += 1
     result.roots["files"] = _stage_files(store, base["files"], files, under, owned, result)
     stamps = {spec.path: source_stamp(root, spec, owned_paths(root, [spec])) for spec in specs}
-    changed = [s for s in specs if _in_scope(s.path, under) and index.source_stamp(s.path) != stamps[s.path]]
+    changed = [
+        s
+        for s in specs
+        if _in_scope(s.path, under) and (require_media or index.source_stamp(s.path) != stamps[s.path])
+    ]
     old_sources = {key.decode() for key, _ in tree.items(store, base["sources"])}
     if changed or old_sources != {s.path for s in specs}:
         blobs = {f.scanned.path: (f.blob, f.scanned.size) for f in files}
