@@ -25,10 +25,26 @@ test: $(STAMP)
 demo: $(STAMP)
 	rm -rf $(DEMO) && mkdir -p $(DEMO)
 	$(PY) -m benchmarks.datagen generate $(DEMO)/cars --frames 500 --media-size 20000
+	cp $(DEMO)/cars/annotations/instances.json $(DEMO)/v0-instances.json
+	@echo "== version the dataset"
 	cd $(DEMO)/cars && $(DSVC) init
-	cd $(DEMO)/cars && $(DSVC) hash-object -w images/000/frame_000000.jpg images/000/frame_000001.jpg
-	cd $(DEMO)/cars && $(DSVC) cat-object --json $$($(DSVC) hash-object images/000/frame_000000.jpg)
-	cd $(DEMO)/cars && $(DSVC) fsck
+	cd $(DEMO)/cars && $(DSVC) source add annotations/instances.json --format coco --media images
+	cd $(DEMO)/cars && $(DSVC) add . && $(DSVC) commit -m "initial import"
+	cd $(DEMO)/cars && $(DSVC) checkpoint create v0 -m "initial labels" --meta provider=acme
+	@echo "== labels come back: relabel 2% of the frames, curate 25 new ones"
+	$(PY) -m benchmarks.datagen mutate $(DEMO)/cars --relabel 0.02 --add 25 --seed 1
+	cd $(DEMO)/cars && $(DSVC) status | head -8
+	cd $(DEMO)/cars && $(DSVC) add . && $(DSVC) commit -m "relabel and curate"
+	cd $(DEMO)/cars && $(DSVC) checkpoint create v1 -m "relabeled"
+	cd $(DEMO)/cars && $(DSVC) log && $(DSVC) checkpoint list && $(DSVC) stats v1
+	@echo "== time travel back to v0"
+	cd $(DEMO)/cars && $(DSVC) checkout v0 && $(DSVC) status
+	$(PY) -c "import json,sys; a,b=(json.load(open(p)) for p in sys.argv[1:]); \
+	  key=lambda x: json.dumps(x, sort_keys=True); \
+	  same=all(sorted(map(key,a[k]))==sorted(map(key,b[k])) for k in ('images','categories','annotations')); \
+	  print('v0 annotations restored exactly:', same)" \
+	  $(DEMO)/v0-instances.json $(DEMO)/cars/annotations/instances.json
+	cd $(DEMO)/cars && $(DSVC) checkout main && $(DSVC) fsck
 
 bench: $(BENCH_STAMP)
 	$(PY) -m benchmarks.tree --sizes 100000,1000000 --edits 1000
