@@ -11,6 +11,7 @@ import contextlib
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -42,6 +43,7 @@ PACK_TARGET = 64 << 20
 MAX_PACKS = 32
 SMALL_PACK = 16 << 20
 PACKED_BLOB_MAX = 1 << 20
+MAX_IN_FLIGHT = 2
 LARGE_CHUNK = 2 << 20
 
 
@@ -383,7 +385,10 @@ class DiskObjectStore(ObjectStore):
         self.pack_dir = root / "packs"
         self.loose = LooseBlobs(root / "loose", root / "tmp")
         self._packs: dict[str, PackReader] = {}
-        # packs written during the current batch: readable here, durable and visible when it ends
+        # Packs of the current batch: written by a background thread while the caller goes on reading and
+        # hashing (on two cores the copy then costs little time), durable and visible when the batch ends.
+        self._writer: ThreadPoolExecutor | None = None
+        self._in_flight: list[tuple[Future[PendingPack], dict[ObjectId, bytes]]] = []
         self._pending: list[PendingPack] = []
 
     @classmethod
@@ -405,6 +410,9 @@ class DiskObjectStore(ObjectStore):
         return [self._open(name) for name in sorted(present - set(self._packs))]
 
     def _read_stored(self, oid: ObjectId) -> bytes | None:
+        for _, entries in self._in_flight:
+            if oid in entries:
+                return entries[oid]
         for readers in (list(self._packs.values()), None):
             for reader in readers if readers is not None else self._refresh():
                 position = reader.index.find(oid)
@@ -418,9 +426,23 @@ class DiskObjectStore(ObjectStore):
             if len(self._packs) > MAX_PACKS:
                 self.repack()
             return
-        pending = write_pack_data(self.pack_dir, sorted(entries.items()))
-        self._pending.append(pending)
-        self._packs[pending.index.name] = PackReader(pending.tmp, pending.index)
+        assert self._writer is not None
+        while len(self._in_flight) >= MAX_IN_FLIGHT:  # bound the memory the writer may hold
+            self._harvest(wait=True)
+        self._in_flight.append(
+            (self._writer.submit(write_pack_data, self.pack_dir, sorted(entries.items())), entries)
+        )
+        self._harvest(wait=False)
+
+    def _harvest(self, wait: bool) -> None:
+        """Make packs the writer finished readable from disk and drop their entries from memory."""
+        while self._in_flight and (wait or self._in_flight[0][0].done()):
+            future, _ = self._in_flight[0]
+            pending = future.result()
+            self._in_flight.pop(0)
+            self._pending.append(pending)
+            self._packs[pending.index.name] = PackReader(pending.tmp, pending.index)
+            wait = False
 
     def _open(self, name: str) -> PackReader:
         reader = PackReader(self.pack_dir / f"{name}.pack", PackIndex.load(self.pack_dir / f"{name}.idx"))
@@ -449,7 +471,7 @@ class DiskObjectStore(ObjectStore):
         if not oids:
             return []
         wanted = np.array(oids, dtype=ID_DTYPE)
-        found = np.zeros(len(oids), dtype=bool)
+        found = np.array([any(oid in entries for _, entries in self._in_flight) for oid in oids], dtype=bool)
         for readers in (list(self._packs.values()), None):
             for reader in readers if readers is not None else self._refresh():
                 found |= reader.index.find_many(wanted) >= 0
@@ -467,6 +489,9 @@ class DiskObjectStore(ObjectStore):
     def _stored_header(self, oid: ObjectId) -> int | None:
         if self._batch is not None and oid in self._batch:
             return codec.stored_kind(self._batch[oid])
+        for _, entries in self._in_flight:
+            if oid in entries:
+                return codec.stored_kind(entries[oid])
         for readers in (list(self._packs.values()), None):
             for reader in readers if readers is not None else self._refresh():
                 position = reader.index.find(oid)
@@ -494,14 +519,33 @@ class DiskObjectStore(ObjectStore):
 
     def _begin_batch(self) -> None:
         self.loose.begin()
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dsvc-pack-writer")
 
     def _end_batch(self, commit: bool) -> None:
+        assert self._writer is not None
+        try:
+            while self._in_flight:
+                self._harvest(wait=True)
+        except BaseException:
+            commit = False
+            raise
+        finally:
+            self._writer.shutdown(wait=True)
+            self._writer = None
+            for future, _ in self._in_flight:
+                if future.done() and future.exception() is None:
+                    self._pending.append(future.result())
+            self._in_flight = []
+            self._settle(commit)
+
+    def _settle(self, commit: bool) -> None:
+        """Finish (or drop) the batch's packs, then its loose blobs."""
         pending, self._pending = self._pending, []
         for pack in pending:
             if commit:
                 finish_pack(pack)
             else:
-                del self._packs[pack.index.name]
+                self._packs.pop(pack.index.name, None)
                 pack.tmp.unlink(missing_ok=True)
         self.loose.end(commit)
         if commit and len(self._packs) > MAX_PACKS:
