@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from dsvc.atomic import fsync_dir
+from dsvc.atomic import fsync_dir, prune_empty_dirs
 from dsvc.errors import BadRevision, CorruptObject, LockHeld, RefConflict
 from dsvc.hashing import HEX_SIZE, ObjectId
 
@@ -139,16 +139,7 @@ class RefStore:
             path = self._path(name)
             path.unlink()
             fsync_dir(path.parent)
-            self._prune_empty(path.parent)
-
-    def _prune_empty(self, folder: Path) -> None:
-        refs_root = self.root / "refs"
-        while folder != refs_root and folder.is_relative_to(refs_root):
-            try:
-                folder.rmdir()
-            except OSError:
-                return
-            folder = folder.parent
+            prune_empty_dirs(path.parent, self.root / "refs")
 
     def list_refs(self, prefix: str = "refs/") -> dict[str, ObjectId]:
         """Return every ref under prefix with its id, sorted by name."""

@@ -13,7 +13,7 @@ import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
-from dsvc.atomic import fsync_dir, fsync_path, start_writeback
+from dsvc.atomic import fsync_dir, fsync_path, start_writeback, write_all
 from dsvc.errors import CorruptObject, ObjectMissing
 from dsvc.hashing import CHUNK, HEX_SIZE, ObjectId, hasher, iter_chunks
 
@@ -77,9 +77,7 @@ class LooseBlobs:
         try:
             for chunk in chunks:
                 h.update(chunk)
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(fd, view) :]
+                write_all(fd, chunk)
                 start_writeback(fd, size, len(chunk))
                 size += len(chunk)
             if self._pending is None:

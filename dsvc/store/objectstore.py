@@ -409,16 +409,21 @@ class DiskObjectStore(ObjectStore):
             del self._packs[gone]
         return [self._open(name) for name in sorted(present - set(self._packs))]
 
-    def _read_stored(self, oid: ObjectId) -> bytes | None:
-        for _, entries in self._in_flight:
-            if oid in entries:
-                return entries[oid]
+    def _locate(self, oid: ObjectId) -> tuple[PackReader, int] | None:
+        """The pack holding oid and its position there, looking again for new packs on a miss."""
         for readers in (list(self._packs.values()), None):
             for reader in readers if readers is not None else self._refresh():
                 position = reader.index.find(oid)
                 if position >= 0:
-                    return reader.read_at(position)
+                    return reader, position
         return None
+
+    def _read_stored(self, oid: ObjectId) -> bytes | None:
+        for _, entries in self._in_flight:
+            if oid in entries:
+                return entries[oid]
+        found = self._locate(oid)
+        return None if found is None else found[0].read_at(found[1])
 
     def _write_stored(self, entries: dict[ObjectId, bytes]) -> None:
         if self._batch is None:
@@ -492,12 +497,8 @@ class DiskObjectStore(ObjectStore):
         for _, entries in self._in_flight:
             if oid in entries:
                 return codec.stored_kind(entries[oid])
-        for readers in (list(self._packs.values()), None):
-            for reader in readers if readers is not None else self._refresh():
-                position = reader.index.find(oid)
-                if position >= 0:
-                    return reader.header_at(position)
-        return None
+        found = self._locate(oid)
+        return None if found is None else found[0].header_at(found[1])
 
     def _has_loose(self, oid: ObjectId) -> bool:
         return self.loose.contains(oid)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from dsvc import tree
-from dsvc.atomic import write_file
+from dsvc.atomic import prune_empty_dirs, write_file
 from dsvc.errors import DsvcError, InvalidInput
 from dsvc.formats import get_format
 from dsvc.hashing import ObjectId
@@ -104,7 +104,7 @@ def checkout(
         if value is None:
             if dest.is_file() or dest.is_symlink():
                 dest.unlink()
-                _prune_empty(root, dest.parent)
+                prune_empty_dirs(dest.parent, root)
             result.removed.append(rel)
             continue
         entry = FileEntry.from_bytes(value)
@@ -149,12 +149,3 @@ def _render_sources(
         for rel in owned_paths(root, [gone]):
             safe_path(root, rel).unlink(missing_ok=True)
         result.stamps[path] = None
-
-
-def _prune_empty(root: Path, folder: Path) -> None:
-    while folder != root and folder.is_relative_to(root):
-        try:
-            folder.rmdir()
-        except OSError:
-            return
-        folder = folder.parent
