@@ -50,51 +50,54 @@ class CocoFormat:
         with paused_gc():
             doc = load_json(data, source_path)
             del data
-            return _parse(doc, source_path, media, root)
+            parsed = _parse(doc, source_path, media, root)
+            del doc  # freed before the collector resumes, so it never scans the JSON tree
+        return parsed
 
     def render(self, source: Source, frames: Iterable[tuple[str, Frame, Labels]]) -> dict[str, bytes]:
-        meta = dict(source.metadata)
-        private = meta.pop(PRIVATE, {})
-        cat_ids = {c["name"]: c["id"] for c in meta.get("categories", ())}
-        no_crowd = private.get("no_iscrowd", ())
-        all_without_crowd = no_crowd is True
-        without_crowd = set() if all_without_crowd else set(no_crowd)
-        rows = []
-        for frame_id, frame, labels in frames:
-            image = dict(frame.metadata)
-            image_id = image.pop("id", None)
-            if type(image_id) not in _ID_TYPES:
-                raise InvalidInput(f"frame {frame_id!r} has no COCO image id", path=source.path)
-            rows.append(
-                (
-                    (isinstance(image_id, str), image_id),
-                    {"id": image_id, "file_name": frame_id, **image},
-                    labels,
-                )
-            )
-        rows.sort(key=lambda row: row[0])
-        annotations = []
-        for (_, image_id), image, labels in rows:
-            for ann in labels.annotations:
-                if ann.label not in cat_ids or ann.id is None:
-                    problem = "has no id" if ann.id is None else f"has class {ann.label!r}, not a category"
-                    raise InvalidInput(
-                        f"an annotation of frame {image['file_name']!r} {problem}", path=source.path
-                    )
-                with_crowd = not all_without_crowd and ann.id not in without_crowd
-                annotations.append(coco_annotations.render(ann, image_id, cat_ids[ann.label], with_crowd))
-        doc: dict[str, Any] = {key: meta.pop(key) for key in ("info", "licenses") if key in meta}
-        doc["images"] = [image for _, image, _ in rows]
-        if private.get("annotations", True):
-            doc["annotations"] = annotations
-        doc.update(meta)
-        return {source.path: dump_json(doc)}
+        with paused_gc():
+            return {source.path: dump_json(_document(source, frames))}
 
     def owned_paths(self, source_path: str, root: Path, media: str | None = None) -> set[str]:
         return {source_path}
 
 
+def _document(source: Source, frames: Iterable[tuple[str, Frame, Labels]]) -> dict[str, Any]:
+    """The COCO document of a source's frames and labels."""
+    meta = dict(source.metadata)
+    private = meta.pop(PRIVATE, {})
+    cat_ids = {c["name"]: c["id"] for c in meta.get("categories", ())}
+    no_crowd = private.get("no_iscrowd", ())
+    all_without_crowd = no_crowd is True
+    without_crowd = set() if all_without_crowd else set(no_crowd)
+    rows = []
+    for frame_id, frame, labels in frames:
+        image_id = frame.metadata.get("id")
+        if isinstance(image_id, bool) or not isinstance(image_id, int | str):
+            raise InvalidInput(f"frame {frame_id!r} has no COCO image id", path=source.path)
+        rows.append((id_order(image_id), {"id": image_id, "file_name": frame_id, **frame.metadata}, labels))
+    rows.sort(key=lambda row: row[0])
+    annotations = []
+    for _, image, labels in rows:
+        image_id = image["id"]
+        for ann in labels.annotations:
+            if ann.label not in cat_ids or ann.id is None:
+                problem = "has no id" if ann.id is None else f"has class {ann.label!r}, not a category"
+                raise InvalidInput(
+                    f"an annotation of frame {image['file_name']!r} {problem}", path=source.path
+                )
+            with_crowd = not all_without_crowd and ann.id not in without_crowd
+            annotations.append(coco_annotations.render(ann, image_id, cat_ids[ann.label], with_crowd))
+    doc: dict[str, Any] = {key: meta.pop(key) for key in ("info", "licenses") if key in meta}
+    doc["images"] = [image for _, image, _ in rows]
+    if private.get("annotations", True):
+        doc["annotations"] = annotations
+    doc.update(meta)
+    return doc
+
+
 def _parse(doc: Any, path: str, media: str, root: Path) -> ParsedSource:
+    """Frames from a loaded COCO document, and the dataset-level data render needs."""
     if not isinstance(doc, dict):
         raise InvalidInput(f"a COCO file holds a JSON object, not {type(doc).__name__}", path=path)
     if PRIVATE in doc:
@@ -125,10 +128,16 @@ def _parse(doc: Any, path: str, media: str, root: Path) -> ParsedSource:
     if "annotations" not in doc:
         private["annotations"] = False
     if no_crowd:
-        private["no_iscrowd"] = True if len(no_crowd) == len(sections["annotations"]) else no_crowd
+        everyone = len(no_crowd) == len(sections["annotations"])
+        private["no_iscrowd"] = True if everyone else sorted(no_crowd, key=id_order)
     if private:
         metadata[PRIVATE] = private
     return ParsedSource(frames, metadata)
+
+
+def id_order(ident: int | str) -> tuple[bool, int | str]:
+    """Sort key of COCO ids, which may mix integers and strings: integers first."""
+    return isinstance(ident, str), ident
 
 
 def _url(image: dict[str, Any]) -> str | None:
@@ -220,6 +229,7 @@ def _existing(root: Path, media: str, names: list[str]) -> set[str]:
 
 
 def _files(folder: Path) -> set[str]:
+    """The file names in one folder; a missing folder holds none (its images are external)."""
     try:
         with os.scandir(folder) as entries:
             return {entry.name for entry in entries if entry.is_file()}

@@ -5,22 +5,22 @@ checked afterwards in bulk at C speed, and only on failure does a precise pass n
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from types import MappingProxyType
 from typing import Any, NoReturn
 
 from dsvc.errors import InvalidInput
 from dsvc.formats.common import (
     NUMBER_TYPES,
+    bbox_from_json,
     item_types,
+    keypoints_from_json,
     number,
-    numbers,
+    polygon_from_json,
     rle_from_json,
     rle_to_json,
     trusted_annotation,
     trusted_bbox,
-    validated,
 )
-from dsvc.model import Annotation, BBox, keypoints, polygon
+from dsvc.model import Annotation
 
 # Fields with a typed place in Annotation (image_id and category_id become the frame and the class);
 # every other field of an annotation is kept in Annotation.attributes.
@@ -30,7 +30,6 @@ TYPED = frozenset(
 REQUIRED = ("id", "image_id", "category_id")
 ID_TYPES = frozenset((int, str))
 CROWD = {0: False, 1: True}
-NO_ATTRIBUTES: Mapping[str, Any] = MappingProxyType({})  # shared and read-only: most annotations have none
 _MISSING: Any = object()
 _ERRORS = (KeyError, TypeError, ValueError, AttributeError)
 
@@ -55,7 +54,7 @@ def convert(
             label = names[a["category_id"]]
             known = 3
             bbox = mask = poly = kps = area = score = None
-            attributes = NO_ATTRIBUTES
+            attributes: dict[str, Any] = {}
             v = get(a, "bbox", _MISSING)
             if v is not _MISSING:
                 known += 1
@@ -74,7 +73,7 @@ def convert(
                     rings += v
                     poly = tuple(map(tuple, v))
                 else:
-                    attributes = {"segmentation": v}  # an empty segmentation has no typed form
+                    attributes["segmentation"] = v  # an empty segmentation has no typed form
             elif type(v) is dict:
                 known += 1
                 mask = rle_from_json(v, path, f"annotations[{i}].segmentation")
@@ -107,8 +106,7 @@ def convert(
                 scalars.append(v)
                 score = float(v)
             if len(a) != known:
-                extra = {k: v for k, v in a.items() if k not in TYPED}
-                attributes = {**attributes, **extra} if attributes else extra
+                attributes.update((k, v) for k, v in a.items() if k not in TYPED)
             frame.append(
                 trusted_annotation(label, ident, bbox, poly, mask, kps, crowd, area, score, attributes)
             )
@@ -160,6 +158,7 @@ def _check_unique_ids(ids: list[Any], path: str) -> None:
 
 
 def _check_key(value: Any, table: Mapping[Any, Any], what: str, path: str, location: str) -> None:
+    """Refuse a reference to an image or category the file does not define."""
     if not isinstance(value, int | float | str) or value not in table:
         raise InvalidInput(f"unknown {what} {value!r}", path=path, location=location)
 
@@ -179,19 +178,12 @@ def check(a: Any, i: int, images: Mapping[Any, int], names: Mapping[Any, str], p
     _check_key(a["image_id"], images, "image id", path, f"{loc}.image_id")
     _check_key(a["category_id"], names, "category id", path, f"{loc}.category_id")
     if "bbox" in a:
-        box = numbers(a["bbox"], path, f"{loc}.bbox")
-        validated(BBox.from_value, path, f"{loc}.bbox", box)
+        bbox_from_json(a["bbox"], path, f"{loc}.bbox")
     seg = a.get("segmentation", [])
-    if isinstance(seg, list):
-        rings = [numbers(ring, path, f"{loc}.segmentation[{k}]") for k, ring in enumerate(seg)]
-        if rings:
-            validated(polygon, path, f"{loc}.segmentation", rings)
-    elif isinstance(seg, dict):
+    if isinstance(seg, dict):
         rle_from_json(seg, path, f"{loc}.segmentation")
-    else:
-        raise InvalidInput(
-            f"expected polygon rings or an RLE mask, got {seg!r}", path=path, location=f"{loc}.segmentation"
-        )
+    elif seg != []:
+        polygon_from_json(seg, path, f"{loc}.segmentation")
     if "area" in a:
         number(a["area"], path, f"{loc}.area", non_negative=True)
     if "iscrowd" in a and not (type(a["iscrowd"]) in (*NUMBER_TYPES, bool) and a["iscrowd"] in CROWD):
@@ -199,7 +191,7 @@ def check(a: Any, i: int, images: Mapping[Any, int], names: Mapping[Any, str], p
             f"iscrowd must be 0 or 1, got {a['iscrowd']!r}", path=path, location=f"{loc}.iscrowd"
         )
     if "keypoints" in a:
-        validated(keypoints, path, f"{loc}.keypoints", numbers(a["keypoints"], path, f"{loc}.keypoints"))
+        keypoints_from_json(a["keypoints"], path, f"{loc}.keypoints")
     if "score" in a:
         number(a["score"], path, f"{loc}.score")
 

@@ -3,20 +3,22 @@ JSON reading, and fast constructors for label values that were already validated
 
 from __future__ import annotations
 
+import codecs
 import gc
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import orjson
 
 from dsvc.errors import InvalidInput
-from dsvc.model import RLE, Annotation, BBox, Polygon
+from dsvc.model import RLE, Annotation, BBox, Polygon, keypoints, polygon
 from dsvc.objects import Frame, Labels, Source
 
+T = TypeVar("T")
 NUMBER_TYPES = frozenset((int, float))
 # JSON literals orjson refuses; named in the error because "unexpected character" alone does not say why.
 NON_FINITE = (b"NaN", b"Infinity", b"-Infinity")
@@ -45,18 +47,23 @@ class Format(Protocol):
     """An annotation format: sniffing, parsing into frames and labels, rendering them back."""
 
     @property
-    def name(self) -> str: ...
+    def name(self) -> str:
+        """The name sources are registered with: "coco", "yolo" or "jsonl"."""
 
-    def detect(self, path: Path) -> bool: ...
+    def detect(self, path: Path) -> bool:
+        """Cheap sniffing, so `dsvc source add` can skip --format when only one format fits."""
 
-    def parse(self, source_path: str, media: str, root: Path) -> ParsedSource: ...
+    def parse(self, source_path: str, media: str, root: Path) -> ParsedSource:
+        """Frames and labels of a source file (paths relative to root, posix); bad input: InvalidInput."""
 
-    def render(self, source: Source, frames: Iterable[tuple[str, Frame, Labels]]) -> dict[str, bytes]: ...
+    def render(self, source: Source, frames: Iterable[tuple[str, Frame, Labels]]) -> dict[str, bytes]:
+        """The source's files again (root-relative path -> bytes), semantically equal to the parsed ones."""
 
-    def owned_paths(self, source_path: str, root: Path, media: str | None = None) -> set[str]: ...
+    def owned_paths(self, source_path: str, root: Path, media: str | None = None) -> set[str]:
+        """The working-tree files render writes, so they are not also tracked as plain files."""
 
 
-def check_name(name: Any, path: str, location: str) -> str:
+def check_name(name: Any, path: str, location: str, folder: str = "the media folder") -> str:
     """Refuse a name that could leave its folder or alias another, since ids become paths and map keys."""
     if not isinstance(name, str):
         raise InvalidInput(f"expected a path string, got {name!r}", path=path, location=location)
@@ -66,7 +73,7 @@ def check_name(name: Any, path: str, location: str) -> str:
         raise InvalidInput(f"{name!r} contains a NUL byte or a backslash", path=path, location=location)
     parts = name.split("/")
     if name.startswith("/") or ".." in parts:
-        raise InvalidInput(f"{name!r} escapes the media folder", path=path, location=location)
+        raise InvalidInput(f"{name!r} escapes {folder}", path=path, location=location)
     if "" in parts or "." in parts:
         raise InvalidInput(f"{name!r} is not a normalized relative path", path=path, location=location)
     return name
@@ -75,7 +82,7 @@ def check_name(name: Any, path: str, location: str) -> str:
 def check_folder(folder: str, path: str, what: str) -> str:
     """Validate a folder relative to the repository root; "" and "." both mean the root itself."""
     folder = folder.rstrip("/")
-    return "" if folder in ("", ".") else check_name(folder, path, what)
+    return "" if folder in ("", ".") else check_name(folder, path, what, "the repository")
 
 
 def join(folder: str, name: str) -> str:
@@ -85,12 +92,15 @@ def join(folder: str, name: str) -> str:
 
 def read_source(root: Path, source_path: str) -> bytes:
     """Read a source file after checking its path stays inside the repository."""
-    check_name(source_path, source_path, "source path")
+    check_name(source_path, source_path, "source path", "the repository")
     return (root / source_path).read_bytes()
 
 
 def load_json(data: bytes, path: str, line: int | None = None) -> Any:
-    """Parse JSON, turning orjson's error into one message with the line and column (or the JSONL line)."""
+    """Parse JSON, turning orjson's error into one message with the line and column (or the JSONL line).
+    A UTF-8 byte order mark, which some Windows tools write, is skipped."""
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8) :]
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
@@ -108,13 +118,16 @@ def dump_json(value: Any) -> bytes:
 
 @contextmanager
 def paused_gc() -> Iterator[None]:
-    """Pause the cyclic collector while millions of acyclic JSON objects are built: its repeated full
-    passes over them otherwise double the parse time."""
+    """Pause the cyclic collector while millions of acyclic objects are built: its repeated full passes
+    over a growing heap otherwise double the parse time. On leaving, what survived is moved straight to the
+    oldest generation (freeze then unfreeze, no scan), so the next young collection does not walk it all."""
     enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
+        gc.freeze()
+        gc.unfreeze()
         if enabled:
             gc.enable()
 
@@ -140,12 +153,30 @@ def numbers(value: Any, path: str, location: str) -> list[float]:
     return [number(v, path, f"{location}[{i}]") for i, v in enumerate(value)]
 
 
-def validated(build: Any, path: str, location: str, *args: Any) -> Any:
+def validated(build: Callable[..., T], path: str, location: str, *args: Any) -> T:
     """Call a model constructor or validator, reporting its ValueError at the given place."""
     try:
         return build(*args)
     except (ValueError, TypeError) as exc:
         raise InvalidInput(str(exc), path=path, location=location) from None
+
+
+def bbox_from_json(value: Any, path: str, location: str) -> BBox:
+    """Read a JSON [x, y, width, height] box."""
+    return validated(BBox.from_value, path, location, numbers(value, path, location))
+
+
+def polygon_from_json(rings: Any, path: str, location: str) -> Polygon:
+    """Read JSON polygon rings, each a flat [x1, y1, x2, y2, ...] list of at least three points."""
+    if not isinstance(rings, list):
+        raise InvalidInput(f"expected a list of rings, got {rings!r}", path=path, location=location)
+    values = [numbers(ring, path, f"{location}[{k}]") for k, ring in enumerate(rings)]
+    return validated(polygon, path, location, values)
+
+
+def keypoints_from_json(value: Any, path: str, location: str) -> tuple[float, ...]:
+    """Read a JSON flat [x1, y1, v1, ...] keypoint list."""
+    return validated(keypoints, path, location, numbers(value, path, location))
 
 
 def rle_from_json(value: Any, path: str, location: str) -> RLE:
@@ -175,10 +206,9 @@ def rle_from_json(value: Any, path: str, location: str) -> RLE:
         raise InvalidInput(
             f"mask counts must be a string or a list, got {counts!r}", path=path, location=location
         )
-    mask: RLE = validated(
+    return validated(
         RLE, path, location, size[0], size[1], counts if isinstance(counts, str) else tuple(counts)
     )
-    return mask
 
 
 def rle_to_json(mask: RLE) -> dict[str, Any]:

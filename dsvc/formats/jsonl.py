@@ -11,20 +11,21 @@ from dsvc.errors import InvalidInput, UnsupportedFormat
 from dsvc.formats.common import (
     FrameRecord,
     ParsedSource,
+    bbox_from_json,
     check_folder,
     check_name,
     dump_json,
     join,
+    keypoints_from_json,
     load_json,
     number,
-    numbers,
     paused_gc,
+    polygon_from_json,
     read_source,
     rle_from_json,
     rle_to_json,
-    validated,
 )
-from dsvc.model import Annotation, BBox, keypoints, polygon
+from dsvc.model import Annotation
 from dsvc.objects import Frame, Labels, Source
 
 FORMAT = "dsvc-jsonl"
@@ -60,6 +61,7 @@ class JsonlFormat:
         metadata: dict[str, Any] = {}
         frames: list[FrameRecord] = []
         lines: dict[str, int] = {}
+        first = True
         with paused_gc():
             for line_no, raw in enumerate(data.split(b"\n"), 1):
                 if not raw.strip():
@@ -70,9 +72,11 @@ class JsonlFormat:
                     raise InvalidInput(
                         f"expected a JSON object, got {value!r}", path=source_path, location=where
                     )
-                if not frames and "id" not in value and "format" in value:
-                    metadata = _header(value, source_path)
+                if first and "id" not in value and "format" in value:
+                    first = False
+                    metadata = _header(value, source_path, where)
                     continue
+                first = False
                 frame = _frame(value, media, source_path, where)
                 if frame.id in lines:
                     raise InvalidInput(
@@ -107,9 +111,8 @@ class JsonlFormat:
         return {source_path}
 
 
-def _header(value: dict[str, Any], path: str) -> dict[str, Any]:
+def _header(value: dict[str, Any], path: str, where: str) -> dict[str, Any]:
     """The optional first line: format name, version (newer ones are refused), dataset metadata."""
-    where = "line 1"
     if set(value) - HEADER_KEYS or value.get("format") != FORMAT:
         raise InvalidInput(
             f"a header line is {{'format': {FORMAT!r}, 'version': n, 'metadata': {{...}}}}",
@@ -130,6 +133,7 @@ def _header(value: dict[str, Any], path: str) -> dict[str, Any]:
 
 
 def _frame(value: dict[str, Any], media: str, path: str, where: str) -> FrameRecord:
+    """One frame line; unknown fields are refused so that a typo does not silently drop data."""
     unknown = set(value) - FRAME_KEYS
     if unknown:
         raise InvalidInput(f"unknown fields {sorted(unknown)}", path=path, location=where)
@@ -178,21 +182,13 @@ def _label(value: Any, path: str, where: str) -> Annotation:
         )
     fields: dict[str, Any] = {}
     if "bbox" in value:
-        box = numbers(value["bbox"], path, f"{where}.bbox")
-        fields["bbox"] = validated(BBox.from_value, path, f"{where}.bbox", box)
+        fields["bbox"] = bbox_from_json(value["bbox"], path, f"{where}.bbox")
     if "polygon" in value:
-        rings = value["polygon"]
-        if not isinstance(rings, list):
-            raise InvalidInput(
-                f"expected a list of rings, got {rings!r}", path=path, location=f"{where}.polygon"
-            )
-        rings = [numbers(ring, path, f"{where}.polygon[{k}]") for k, ring in enumerate(rings)]
-        fields["polygon"] = validated(polygon, path, f"{where}.polygon", rings)
+        fields["polygon"] = polygon_from_json(value["polygon"], path, f"{where}.polygon")
     if "mask" in value:
         fields["mask"] = rle_from_json(value["mask"], path, f"{where}.mask")
     if "keypoints" in value:
-        values = numbers(value["keypoints"], path, f"{where}.keypoints")
-        fields["keypoints"] = validated(keypoints, path, f"{where}.keypoints", values)
+        fields["keypoints"] = keypoints_from_json(value["keypoints"], path, f"{where}.keypoints")
     crowd = value.get("iscrowd", False)
     if type(crowd) is not bool:
         raise InvalidInput(
@@ -207,10 +203,7 @@ def _label(value: Any, path: str, where: str) -> Annotation:
         raise InvalidInput(
             f"attributes must be an object, got {attributes!r}", path=path, location=f"{where}.attributes"
         )
-    ann: Annotation = validated(
-        lambda: Annotation(label, ident, iscrowd=crowd, attributes=attributes, **fields), path, where
-    )
-    return ann
+    return Annotation(label, ident, iscrowd=crowd, attributes=attributes, **fields)
 
 
 def _label_json(ann: Annotation) -> dict[str, Any]:

@@ -103,6 +103,7 @@ def label_file(image_path: str) -> str:
 
 
 def _media_folder(media: str, path: str) -> str:
+    """Validate the images folder: label paths are derived from it, so it must contain `images`."""
     media = check_folder(media, path, "media folder")
     if "/images/" not in f"/{media}/":
         raise InvalidInput(
@@ -113,6 +114,7 @@ def _media_folder(media: str, path: str) -> str:
 
 
 def _decode(data: bytes, path: str) -> str:
+    """UTF-8 text of a file, or InvalidInput naming the first bad byte."""
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -165,6 +167,8 @@ def _unique(names: list[Any], path: str) -> list[str]:
 def _images(root: Path, media: str, path: str) -> list[str]:
     """Image paths relative to the media folder, sorted; hidden files (such as ._x.jpg) are skipped."""
     base = root / media
+    if not base.is_dir():
+        raise InvalidInput(f"the media folder {media!r} does not exist", path=path)
     found = []
     for rel in _walk(base, ""):
         if posixpath.splitext(rel)[1].lower() in IMAGE_SUFFIXES:
@@ -173,6 +177,7 @@ def _images(root: Path, media: str, path: str) -> list[str]:
 
 
 def _walk(folder: Path, prefix: str) -> Iterator[str]:
+    """Relative paths of the files under a folder, skipping hidden entries and linked folders."""
     try:
         entries = sorted(os.scandir(folder), key=lambda e: e.name)
     except (FileNotFoundError, NotADirectoryError):
@@ -180,7 +185,7 @@ def _walk(folder: Path, prefix: str) -> Iterator[str]:
     for entry in entries:
         if entry.name.startswith("."):
             continue
-        if entry.is_dir():
+        if entry.is_dir(follow_symlinks=False):  # a linked folder could loop
             yield from _walk(Path(entry.path), f"{prefix}{entry.name}/")
         elif entry.is_file():
             yield f"{prefix}{entry.name}"
@@ -210,6 +215,7 @@ def _labels(text: str, names: list[str], path: str) -> tuple[Annotation, ...]:
 
 
 def _coordinate(text: str, path: str, where: str) -> float:
+    """A normalized coordinate; the strict pattern refuses what float() would also take (nan, 1_0)."""
     if not _NUMBER.fullmatch(text):
         raise InvalidInput(f"{text!r} is not a number", path=path, location=where)
     value = float(text)
@@ -219,6 +225,7 @@ def _coordinate(text: str, path: str, where: str) -> float:
 
 
 def _annotation(label: str, values: list[float], path: str, where: str) -> Annotation:
+    """A box (kept top-left, plus the exact center when x + w/2 does not give it back) or a polygon."""
     if len(values) > 4:
         return Annotation(label, polygon=(tuple(values),))
     cx, cy, w, h = values
@@ -227,7 +234,7 @@ def _annotation(label: str, values: list[float], path: str, where: str) -> Annot
     x, y = cx - w / 2, cy - h / 2
     if x < -TOLERANCE or y < -TOLERANCE or x + w > 1 + TOLERANCE or y + h > 1 + TOLERANCE:
         raise InvalidInput("box extends outside the image", path=path, location=where)
-    box: BBox = validated(BBox, path, where, x, y, w, h)
+    box = validated(BBox, path, where, x, y, w, h)
     exact = x + w / 2 == cx and y + h / 2 == cy
     return Annotation(label, bbox=box, attributes={} if exact else {CENTER: [cx, cy]})
 

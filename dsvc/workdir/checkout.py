@@ -134,7 +134,7 @@ def _render_sources(
     for path, source in new.items():
         fmt = get_format(source.format)
         files = fmt.render(source, frames_of_source(store, target, path))
-        stale = fmt.owned_paths(path, root) - set(files)
+        stale = fmt.owned_paths(path, root, source.media) - set(files)
         for rel, data in sorted(files.items()):
             dest = safe_path(root, rel)
             dest.parent.mkdir(parents=True, exist_ok=True)

@@ -64,7 +64,7 @@ def owned_paths(root: Path, specs: Iterable[SourceSpec]) -> frozenset[str]:
     """Files that sources render, which are therefore not tracked as plain files."""
     owned: set[str] = set()
     for spec in specs:
-        owned |= get_format(spec.format).owned_paths(spec.path, root)
+        owned |= get_format(spec.format).owned_paths(spec.path, root, spec.media)
         owned.add(spec.path)
     return frozenset(owned)
 
