@@ -10,6 +10,7 @@ from typing import Any
 from dsvc import tree
 from dsvc.atomic import write_file
 from dsvc.formats import get_format
+from dsvc.formats.convert import convert
 from dsvc.hashing import ObjectId
 from dsvc.objects import Frame, Labels, Source, to_jsonable
 from dsvc.store import ObjectStore
@@ -63,9 +64,6 @@ def statistics(store: ObjectStore, roots: Mapping[str, ObjectId]) -> dict[str, A
     }
 
 
-EXPORT_NAMES = {"coco": "annotations.json", "jsonl": "frames.jsonl", "yolo": "data.yaml"}
-
-
 def export(store: ObjectStore, roots: Mapping[str, ObjectId], fmt: str, out: Path) -> list[str]:
     """Render every source of a version in format fmt into folder out, with the media it names; return the
     files written, relative to out. A source keeps its path when the format stays the same."""
@@ -73,12 +71,8 @@ def export(store: ObjectStore, roots: Mapping[str, ObjectId], fmt: str, out: Pat
     written = []
     frames = list(iter_frames(store, roots))
     for _, value in tree.items(store, roots["sources"]):
-        original = source = store.get_object(ObjectId(value), Source)
-        if source.format != fmt:
-            folder = str(Path(source.path).parent)
-            name = EXPORT_NAMES.get(fmt, f"export.{fmt}")
-            source = Source(name if folder == "." else f"{folder}/{name}", fmt, source.media, {})
-        own = [(fid, frame, labels) for fid, frame, labels in frames if frame.source == original.path]
+        original = store.get_object(ObjectId(value), Source)
+        source, own = convert(original, (f for f in frames if f[1].source == original.path), fmt)
         for rel, data in sorted(target.render(source, own).items()):
             dest = out / rel
             dest.parent.mkdir(parents=True, exist_ok=True)

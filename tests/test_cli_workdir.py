@@ -317,3 +317,43 @@ def test_two_commits_at_once(versioned: Path) -> None:
 def test_every_command_has_help_with_examples(tmp_path: Path, command: str) -> None:
     out = dsvc(command, "--help", cwd=tmp_path).stdout
     assert "Examples:" in out and f"dsvc {command}" in out
+
+
+def _labels_by_frame(frames: list[dict[str, Any]]) -> dict[str, list[tuple[str, list[float]]]]:
+    return {f["id"]: [(a["label"], [a["bbox"][k] for k in "xywh"]) for a in f["labels"]] for f in frames}
+
+
+def test_export_to_jsonl_imports_back_to_the_same_labels(versioned: Path, tmp_path: Path) -> None:
+    out = tmp_path / "as-jsonl"
+    dsvc("export", "v0", str(out), "--format", "jsonl", cwd=versioned)
+    dsvc("init", "-q", cwd=out)
+    dsvc("source", "add", "annotations/frames.jsonl", "--media", "images", cwd=out)
+    dsvc("add", ".", cwd=out)
+    dsvc("commit", "-m", "imported", cwd=out)
+    original, again = data("frames", "v0", cwd=versioned), data("frames", cwd=out)
+    assert [f["labels"] for f in again] == [f["labels"] for f in original]
+    assert [f["metadata"] for f in again] == [f["metadata"] for f in original]
+
+
+def test_export_to_yolo_keeps_every_box(versioned: Path, tmp_path: Path) -> None:
+    out = tmp_path / "as-yolo"
+    dsvc("export", "v0", str(out), "--format", "yolo", cwd=versioned)
+    dsvc("init", "-q", cwd=out)
+    dsvc("source", "add", "annotations/data.yaml", "--format", "yolo", "--media", "images", cwd=out)
+    dsvc("add", ".", cwd=out)
+    dsvc("commit", "-m", "imported", cwd=out)
+    original = data("frames", "v0", cwd=versioned)
+    sizes = {f["id"]: (f["metadata"]["width"], f["metadata"]["height"]) for f in original}
+    again = _labels_by_frame(data("frames", cwd=out))
+    for frame_id, boxes in _labels_by_frame(original).items():
+        w, h = sizes[frame_id]
+        crowd = {
+            i
+            for i, a in enumerate(next(f for f in original if f["id"] == frame_id)["labels"])
+            if a["iscrowd"]
+        }
+        expected = [(label, box) for i, (label, box) in enumerate(boxes) if i not in crowd]
+        got = again.get(frame_id, [])
+        assert [label for label, _ in got] == [label for label, _ in expected]
+        for (_, (x, y, bw, bh)), (_, (gx, gy, gw, gh)) in zip(expected, got, strict=True):
+            assert (gx * w, gy * h, gw * w, gh * h) == pytest.approx((x, y, bw, bh), abs=1e-6)
