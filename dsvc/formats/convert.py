@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import replace
-from typing import Any
 
 from dsvc.errors import InvalidInput
 from dsvc.model import Annotation, BBox
@@ -64,16 +63,17 @@ def _to_yolo(source: Source, frames: Frames, path: str) -> tuple[Source, Frames]
 def _to_coco(source: Source, frames: Frames, path: str) -> tuple[Source, Frames]:
     names = _class_names(source, frames)
     categories = [{"id": i + 1, "name": name, "supercategory": ""} for i, name in enumerate(names)]
+    used = [a.id for _, _, labels in frames for a in labels.annotations if isinstance(a.id, int)]
+    next_ann = max(used, default=0) + 1
     out = []
-    next_ann = 1
     for number, (frame_id, frame, labels) in enumerate(frames, start=1):
         _size(frame_id, frame, "COCO")
-        metadata: dict[str, Any] = {"id": number, **frame.metadata}
         anns = []
         for a in labels.annotations:
-            anns.append(a if a.id is not None else replace(a, id=next_ann))
-            next_ann = max(next_ann, a.id + 1 if isinstance(a.id, int) else next_ann) + (a.id is None)
-        out.append((frame_id, replace(frame, metadata=metadata), Labels(tuple(anns))))
+            if a.id is None:
+                a, next_ann = replace(a, id=next_ann), next_ann + 1
+            anns.append(a)
+        out.append((frame_id, replace(frame, metadata={"id": number, **frame.metadata}), Labels(tuple(anns))))
     return Source(path, "coco", source.media, {"categories": categories}), out
 
 
