@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from dsvc.codec import canonical
+
 
 def _finite(value: Any, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -143,7 +145,7 @@ class Annotation:
             self.iscrowd,
             self.area,
             self.score,
-            dict(self.attributes),
+            canonical(self.attributes) if self.attributes else {},
         ]
 
     @classmethod
