@@ -49,6 +49,7 @@ demo: $(STAMP)
 bench: $(BENCH_STAMP)
 	$(PY) -m benchmarks.tree --sizes 100000,1000000 --edits 1000
 	$(PY) -m benchmarks.store
+	$(PY) -m benchmarks.workdir
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check dsvc tests benchmarks
