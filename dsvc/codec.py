@@ -55,8 +55,20 @@ PROBE = 4096
 _local = threading.local()
 
 
+_PLAIN = frozenset((str, int, bool, bytes, type(None)))
+
+
 def canonical(value: Any) -> Any:
     """Return value with every map sorted by encoded key and NaN refused, ready for `encode`."""
+    kind = type(value)
+    if kind in _PLAIN:  # exact types first: this runs for every value of every metadata map
+        return value
+    if kind is float:
+        if value != value:
+            raise ValueError("NaN cannot be stored")
+        return value
+    if kind is list or kind is tuple:
+        return [canonical(v) for v in value]
     if isinstance(value, Mapping):
         items = [(k, canonical(v)) for k, v in value.items()]
         items.sort(key=lambda kv: _packb(kv[0]))

@@ -109,6 +109,11 @@ class Frame(StoredObject):
     def fields_value(self) -> list[Any]:
         return [[m.to_value() for m in self.media], dict(self.metadata), self.source]
 
+    def to_bytes(self) -> bytes:
+        # Hot path: only the free-form metadata needs canonicalising; media values are plain already.
+        media = [m.to_value() for m in self.media]
+        return codec.encode([self.KIND, FORMAT_VERSION, media, codec.canonical(self.metadata), self.source])
+
     @classmethod
     def from_fields(cls, values: list[Any]) -> Frame:
         media, metadata, source = values

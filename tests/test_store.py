@@ -67,6 +67,20 @@ class TestObjectStoreConformance:
         assert [store.get(i) for i in ids] == data
         assert store.contains_many([*ids, b"\0" * 32]) == [True] * len(ids) + [False]
 
+    def test_get_many_reads_in_the_order_given(self, make_store: Callable[[], tuple]) -> None:
+        store, corrupt = make_store()
+        with store.batch():
+            first = [store.put(b"first %d" % i) for i in range(50)]
+        with store.batch():
+            second = [store.put(b"second %d" % i) for i in range(50)]
+        order = [*second[::-1], *first[::2]]
+        assert [data for _, data in store.get_many(order)] == [store.get(o) for o in order]
+        with pytest.raises(ObjectMissing):
+            list(store.get_many([first[0], ObjectId(b"\7" * 32)]))
+        corrupt(store, first[3], 5, 1)
+        with pytest.raises(CorruptObject, match=first[3].hex()):
+            list(store.get_many(first))
+
     def test_put_twice_stores_once(self, make_store: Callable[[], tuple]) -> None:
         store, _ = make_store()
         with store.batch():

@@ -147,6 +147,10 @@ class ObjectStore(ABC):
             stored = self._read_stored(oid)
         if stored is None:
             raise ObjectMissing(f"object {oid.hex()} is not in the store")
+        return self._verified(oid, stored, blob)
+
+    def _verified(self, oid: ObjectId, stored: bytes, blob: bool) -> bytes:
+        """Unframe stored bytes and check their kind and that they hash to their id."""
         try:
             is_blob = codec.stored_kind(stored) in codec.BLOB_HEADERS
         except CorruptObject as exc:
@@ -277,17 +281,25 @@ class ObjectStore(ABC):
     def read_blob(self, oid: ObjectId) -> bytes:
         """Return a blob's bytes, verified against its id."""
         self.counters.blob_reads += 1
-        if self._stored_header(oid) in codec.BLOB_HEADERS:
+        try:
             return self._load(oid, blob=True)
-        return self._read_loose(oid)
+        except ObjectMissing:
+            return self._read_loose(oid)
 
     def copy_blob(self, oid: ObjectId, dest: Path) -> None:
         """Write a blob to dest atomically, verified against its id."""
-        if self._stored_header(oid) in codec.BLOB_HEADERS:
-            write_file(dest, self.read_blob(oid))
-        else:
-            self.counters.blob_reads += 1
+        self.counters.blob_reads += 1
+        try:
+            data = self._load(oid, blob=True)
+        except ObjectMissing:
             self._copy_loose(oid, dest)
+            return
+        write_file(dest, data)
+
+    def get_many(self, oids: list[ObjectId]) -> Iterator[tuple[ObjectId, bytes]]:
+        """Yield (id, verified bytes) for many objects, in the order given; one vectorised lookup."""
+        for oid in oids:
+            yield oid, self.get(oid)
 
     def iter_blobs(self) -> Iterator[ObjectId]:
         """Yield the id of every stored blob."""
@@ -417,6 +429,26 @@ class DiskObjectStore(ObjectStore):
                 if position >= 0:
                     return reader, position
         return None
+
+    def get_many(self, oids: list[ObjectId]) -> Iterator[tuple[ObjectId, bytes]]:
+        """Locate all ids with one search per pack, then read them in the order given."""
+        if not oids or self._batch is not None:
+            yield from super().get_many(oids)
+            return
+        wanted = np.array(oids, dtype=ID_DTYPE)
+        where: list[tuple[PackReader, int] | None] = [None] * len(oids)
+        missing = np.ones(len(oids), dtype=bool)
+        for reader in self.packs():
+            if not missing.any():
+                break
+            positions = reader.index.find_many(wanted)
+            for i in np.nonzero(missing & (positions >= 0))[0]:
+                where[i] = (reader, int(positions[i]))
+            missing &= positions < 0
+        for oid, found in zip(oids, where, strict=True):
+            if found is None:
+                raise ObjectMissing(f"object {oid.hex()} is not in the store")
+            yield oid, self._verified(oid, found[0].read_at(found[1]), blob=False)
 
     def _read_stored(self, oid: ObjectId) -> bytes | None:
         for _, entries in self._in_flight:

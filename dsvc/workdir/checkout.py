@@ -14,10 +14,11 @@ from pathlib import Path, PurePosixPath
 
 from dsvc import tree
 from dsvc.atomic import prune_empty_dirs, write_file
+from dsvc.dataset import iter_frames
 from dsvc.errors import DsvcError, InvalidInput
 from dsvc.formats import get_format
 from dsvc.hashing import ObjectId
-from dsvc.objects import FileEntry, Frame, Labels, Source
+from dsvc.objects import FileEntry, Source
 from dsvc.store import ObjectStore
 from dsvc.workdir.scan import DSVC_DIR
 from dsvc.workdir.stage import SourceSpec, owned_paths, source_stamp
@@ -44,20 +45,6 @@ def safe_path(root: Path, rel: str) -> Path:
 
 def sources_of(store: ObjectStore, roots: Mapping[str, ObjectId]) -> list[Source]:
     return [store.get_object(ObjectId(v), Source) for _, v in tree.items(store, roots["sources"])]
-
-
-def frames_of_source(
-    store: ObjectStore, roots: Mapping[str, ObjectId], source: str
-) -> list[tuple[str, Frame, Labels]]:
-    """Every frame of one source with its labels, in frame id order."""
-    labels = dict(tree.items(store, roots["labels"]))
-    out = []
-    for key, value in tree.items(store, roots["frames"]):
-        frame = store.get_object(ObjectId(value), Frame)
-        if frame.source == source:
-            lab = labels.get(key)
-            out.append((key.decode(), frame, store.get_object(ObjectId(lab), Labels) if lab else Labels(())))
-    return out
 
 
 def _conflicts(
@@ -133,7 +120,7 @@ def _render_sources(
     new = {s.path: s for s in sources_of(store, target)}
     for path, source in new.items():
         fmt = get_format(source.format)
-        files = fmt.render(source, frames_of_source(store, target, path))
+        files = fmt.render(source, [f for f in iter_frames(store, target) if f[1].source == path])
         stale = fmt.owned_paths(path, root, source.media) - set(files)
         for rel, data in sorted(files.items()):
             dest = safe_path(root, rel)
