@@ -576,7 +576,8 @@ class DiskObjectStore(ObjectStore):
         pending, self._pending = self._pending, []
         for pack in pending:
             if commit:
-                finish_pack(pack)
+                self._packs[pack.index.name].close()
+                self._open(finish_pack(pack))  # the reader now maps the pack under its final name
             else:
                 self._packs.pop(pack.index.name, None)
                 pack.tmp.unlink(missing_ok=True)
