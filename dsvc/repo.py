@@ -24,7 +24,7 @@ from dsvc.refs import HEAD, RefStore, check_ref_name
 from dsvc.store import DiskObjectStore
 from dsvc.workdir.checkout import CheckoutResult, checkout
 from dsvc.workdir.index import Index
-from dsvc.workdir.stage import SourceSpec, StageResult, empty_roots, stage
+from dsvc.workdir.stage import Progress, SourceSpec, StageResult, empty_roots, no_progress, stage
 from dsvc.workdir.status import Changes, compare_roots, worktree_changes
 
 DSVC_DIR = ".dsvc"
@@ -192,7 +192,9 @@ class Repo:
         staged = self.index.staged_roots()
         return {**self.roots_of(None), **staged} if staged is not None else self.roots_of(self.head_commit())
 
-    def add(self, paths: Iterable[str] = (), require_media: bool = False) -> StageResult:
+    def add(
+        self, paths: Iterable[str] = (), require_media: bool = False, progress: Progress = no_progress
+    ) -> StageResult:
         """Stage the working tree (or some paths of it): blobs and objects first, the index last."""
         under = [self.relative(p) for p in paths] or None
         if under is not None and "" in under:
@@ -207,6 +209,7 @@ class Repo:
                     self.staged_roots(),
                     under,
                     require_media,
+                    progress,
                 )
             self.index.update(
                 stats=result.stats, forget=result.forget, staged=result.roots, stamps=result.stamps

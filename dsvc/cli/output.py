@@ -48,7 +48,7 @@ class Output:
         if self.quiet or not sys.stderr.isatty():
             yield from items
             return
-        from rich.progress import Progress
+        from rich.progress import Progress  # imported here: rich costs start-up time for every command
 
         with Progress(transient=True, console=_stderr_console()) as bar:
             task = bar.add_task(label, total=total)

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from dsvc.cli.common import open_repo, output, reporting
+from dsvc.cli.common import identity, open_repo, output, reporting
 from dsvc.hashing import short
 from dsvc.objects import Commit, Signature
 from dsvc.repo import LogEntry, Repo
@@ -81,7 +81,7 @@ Examples:
 @click.pass_context
 def add(ctx: click.Context, paths: tuple[str, ...], require_media: bool) -> None:
     """Stage files and annotation sources for the next commit."""
-    result = open_repo(ctx).add(paths, require_media)
+    result = open_repo(ctx).add(paths, require_media, output(ctx).progress)
     report = {
         "files_read": result.files_read,
         "files_unchanged": result.files_reused,
@@ -166,8 +166,6 @@ Examples:
 @click.pass_context
 def commit(ctx: click.Context, message: str, allow_empty: bool) -> None:
     """Record the staged state as a new commit."""
-    from dsvc.cli.common import identity
-
     repo = open_repo(ctx)
     oid = repo.commit(message, identity(repo), allow_empty)
     output(ctx).report({"id": oid.hex(), "message": message}, f"[{short(oid)}] {message.splitlines()[0]}")

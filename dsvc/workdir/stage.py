@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 from dsvc import codec, tree
 from dsvc.errors import InvalidInput
@@ -21,6 +22,19 @@ from dsvc.workdir.index import Index, StatEntry
 from dsvc.workdir.scan import ScannedFile, scan
 
 COLUMNS = ("files", "frames", "labels", "sources")
+
+T = TypeVar("T")
+
+
+class Progress(Protocol):
+    """Something that wraps an iterable to show how far it got (a progress bar on a terminal)."""
+
+    def __call__(self, items: Iterable[T], total: int | None, label: str) -> Iterable[T]: ...
+
+
+def no_progress(items: Iterable[T], total: int | None, label: str) -> Iterable[T]:
+    """The default progress reporter: none."""
+    return items
 
 
 @dataclass(frozen=True)
@@ -108,12 +122,16 @@ def stage(
     base: Mapping[str, ObjectId],
     under: list[str] | None = None,
     require_media: bool = False,
+    progress: Progress = no_progress,
 ) -> StageResult:
-    """Stage the working tree (or the paths under `under`) on top of base roots; call inside store.batch()."""
+    """Stage the working tree (or the paths under `under`) on top of base roots; call inside store.batch().
+
+    `progress` wraps the files as they are resolved, so a caller can show a bar."""
     result = StageResult(roots=dict(base))
     cache = index.stat_entries()
     owned = owned_paths(root, specs)
-    files = list(resolve_files(root, scan(root, under, owned), cache, store))
+    scanned = list(scan(root, under, owned))
+    files = list(resolve_files(root, progress(scanned, len(scanned), "reading files"), cache, store))
     for state in files:
         if state.hashed:
             result.files_read += 1
