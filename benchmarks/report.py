@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import json
 import os
 import platform
 import shlex
@@ -101,3 +102,10 @@ def write_section(name: str, markdown: str, path: Path = DOCS) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def publish(name: str, result: dict[str, Any], section: str, as_json: bool, write: bool) -> None:
+    """Print a benchmark's result (JSON or its markdown section) and write the section into the docs."""
+    print(json.dumps(result) if as_json else section)
+    if write:
+        write_section(name, section)

@@ -8,7 +8,6 @@ that is removed at the end; at most two copies of the media exist at once.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import tempfile
@@ -330,9 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("need --gb > 0, --objects >= 1 and 2 <= --lookups <= 2 * --objects")
     result = run(args.gb, args.objects, args.lookups, args.seed)
     section = _section(result, report.command("benchmarks.store", args_list))
-    print(json.dumps(result) if args.json else section)
-    if not args.no_write:
-        report.write_section("store", section)
+    report.publish("store", result, section, args.json, not args.no_write)
     return 0
 
 

@@ -559,9 +559,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     section = _section(result, report.command("benchmarks.workdir", args_list))
-    print(json.dumps(result) if args.json else section)
-    if not args.no_write:
-        report.write_section("workdir", section)
+    report.publish("workdir", result, section, args.json, not args.no_write)
     return 0
 
 
