@@ -8,7 +8,7 @@ stored in objects.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -163,3 +163,90 @@ class Annotation:
             score=score,
             attributes=attributes,
         )
+
+
+# -- trusted construction ------------------------------------------------------------------------------
+# Values read back from the store hash to their ids, so they are exactly what was validated on the way
+# in; values a parser has checked in bulk are too. Building them without the validating constructors (and
+# the frozen dataclass's per-field setattr) saves ~3 µs per box, most of decoding a million-box dataset.
+# Anything from outside (files, remotes) goes through the validating constructors above.
+
+_new = object.__new__
+
+
+def _setter(cls: type, name: str) -> Callable[[Any, Any], None]:
+    """The setter of a slotted field's descriptor, which bypasses the frozen dataclass's __setattr__."""
+    setter: Callable[[Any, Any], None] = vars(cls)[name].__set__
+    return setter
+
+
+_set_x, _set_y, _set_w, _set_h = (_setter(BBox, name) for name in ("x", "y", "w", "h"))
+_set_height, _set_width, _set_counts = (_setter(RLE, name) for name in ("height", "width", "counts"))
+
+
+def trusted_bbox(x: float, y: float, w: float, h: float) -> BBox:
+    """A BBox from floats already checked in bulk (finite, non-negative size): the validating constructor
+    costs 3 µs per box, most of a million-box parse."""
+    box: BBox = _new(BBox)
+    _set_x(box, x)
+    _set_y(box, y)
+    _set_w(box, w)
+    _set_h(box, h)
+    return box
+
+
+def trusted_rle(height: int, width: int, counts: str | tuple[int, ...]) -> RLE:
+    """An RLE from values already checked, skipping the validating constructor's per-count Python loop."""
+    mask: RLE = _new(RLE)
+    _set_height(mask, height)
+    _set_width(mask, width)
+    _set_counts(mask, counts)
+    return mask
+
+
+def trusted_annotation(
+    label: str,
+    ident: int | str | None,
+    bbox: BBox | None,
+    polygon: Polygon | None,
+    mask: RLE | None,
+    keypoints: tuple[float, ...] | None,
+    iscrowd: bool,
+    area: float | None,
+    score: float | None,
+    attributes: Mapping[str, Any],
+) -> Annotation:
+    """An Annotation from values already validated, built without the frozen dataclass's per-field setattr
+    calls (a test checks it sets exactly the model's fields)."""
+    ann: Annotation = _new(Annotation)
+    d = ann.__dict__
+    d["label"] = label
+    d["id"] = ident
+    d["bbox"] = bbox
+    d["polygon"] = polygon
+    d["mask"] = mask
+    d["keypoints"] = keypoints
+    d["iscrowd"] = iscrowd
+    d["area"] = area
+    d["score"] = score
+    d["attributes"] = attributes
+    return ann
+
+
+def trusted_from_value(value: Sequence[Any]) -> Annotation:
+    """Rebuild an annotation from its stored value without validating it again (see above)."""
+    label, ident, bbox, poly, mask, kps, iscrowd, area, score, attributes = value
+    return trusted_annotation(
+        label,
+        ident,
+        trusted_bbox(*bbox) if bbox is not None else None,
+        tuple(tuple(ring) for ring in poly) if poly is not None else None,
+        trusted_rle(mask[0], mask[1], mask[2] if isinstance(mask[2], str) else tuple(mask[2]))
+        if mask is not None
+        else None,
+        tuple(kps) if kps is not None else None,
+        bool(iscrowd),
+        area,
+        score,
+        attributes,
+    )

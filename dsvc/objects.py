@@ -13,7 +13,7 @@ from typing import Any, ClassVar, TypeVar
 from dsvc import codec
 from dsvc.errors import CorruptObject, UnsupportedFormat
 from dsvc.hashing import ID_SIZE, ObjectId, hash_bytes
-from dsvc.model import Annotation
+from dsvc.model import Annotation, trusted_from_value
 
 FORMAT_VERSION = 1
 
@@ -136,8 +136,13 @@ class Labels(StoredObject):
 
     @classmethod
     def from_fields(cls, values: list[Any]) -> Labels:
+        """Decode stored labels: verified bytes need no second validation (see model.trusted_from_value)."""
         (annotations,) = values
-        return cls(tuple(Annotation.from_value(a) for a in annotations))
+        return cls(tuple(trusted_from_value(a) for a in annotations))
+
+    def validated(self) -> Labels:
+        """The same labels, checked by the validating constructors: for objects that came from outside."""
+        return Labels(tuple(Annotation.from_value(a.to_value()) for a in self.annotations))
 
 
 @dataclass(frozen=True)

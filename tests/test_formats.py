@@ -21,9 +21,9 @@ from pycocotools.coco import COCO
 from benchmarks import datagen
 from dsvc.errors import InvalidInput, UnsupportedFormat
 from dsvc.formats import FORMATS, FrameRecord, ParsedSource, detect_format, get_format
-from dsvc.formats.common import check_name, paused_gc, trusted_annotation, trusted_bbox, trusted_rle
+from dsvc.formats.common import check_name, paused_gc
 from dsvc.hashing import ObjectId
-from dsvc.model import RLE, Annotation, BBox
+from dsvc.model import RLE, Annotation, BBox, trusted_annotation, trusted_bbox, trusted_rle
 from dsvc.objects import Frame, Labels, Media, Source, decode_object, load
 from tests import strategies as S
 

@@ -121,3 +121,15 @@ def test_node_and_file_entry_values() -> None:
     with pytest.raises(CorruptObject):
         FileEntry.from_bytes(codec.encode([1, 2]))
     assert Signature("a", "b", 1, 60) == Signature.from_value(Signature("a", "b", 1, 60).to_value())
+
+
+@given(S.labels)
+def test_trusted_decoding_builds_what_validating_decoding_builds(labels: Labels) -> None:
+    decoded = load(labels.to_bytes(), Labels)
+    checked = decoded.validated()
+    assert decoded.to_bytes() == checked.to_bytes() == labels.to_bytes()
+    for fast, slow in zip(decoded.annotations, checked.annotations, strict=True):
+        for name in ("label", "id", "bbox", "polygon", "mask", "keypoints", "iscrowd", "area", "score"):
+            assert getattr(fast, name) == getattr(slow, name) and type(getattr(fast, name)) is type(
+                getattr(slow, name)
+            )

@@ -17,10 +17,8 @@ from dsvc.formats.common import (
     polygon_from_json,
     rle_from_json,
     rle_to_json,
-    trusted_annotation,
-    trusted_bbox,
 )
-from dsvc.model import Annotation
+from dsvc.model import Annotation, trusted_annotation, trusted_bbox
 
 # Fields with a typed place in Annotation (image_id and category_id become the frame and the class);
 # every other field of an annotation is kept in Annotation.attributes.

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import codecs
 import gc
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import chain
@@ -15,7 +15,14 @@ from typing import Any, Protocol, TypeVar
 import orjson
 
 from dsvc.errors import InvalidInput
-from dsvc.model import RLE, Annotation, BBox, Polygon, keypoints, polygon
+from dsvc.model import (
+    RLE,
+    BBox,
+    Polygon,
+    keypoints,
+    polygon,
+    trusted_rle,
+)
 from dsvc.objects import Frame, Labels, Source
 
 T = TypeVar("T")
@@ -214,65 +221,3 @@ def rle_from_json(value: Any, path: str, location: str) -> RLE:
 def rle_to_json(mask: RLE) -> dict[str, Any]:
     """The COCO form of a mask, as pycocotools reads it."""
     return {"size": [mask.height, mask.width], "counts": mask.counts}
-
-
-_new = object.__new__
-
-
-def _setter(cls: type, name: str) -> Callable[[Any, Any], None]:
-    """The setter of a slotted field's descriptor, which bypasses the frozen dataclass's __setattr__."""
-    setter: Callable[[Any, Any], None] = vars(cls)[name].__set__
-    return setter
-
-
-_set_x, _set_y, _set_w, _set_h = (_setter(BBox, name) for name in ("x", "y", "w", "h"))
-_set_height, _set_width, _set_counts = (_setter(RLE, name) for name in ("height", "width", "counts"))
-
-
-def trusted_bbox(x: float, y: float, w: float, h: float) -> BBox:
-    """A BBox from floats already checked in bulk (finite, non-negative size): the validating constructor
-    costs 3 µs per box, most of a million-box parse."""
-    box: BBox = _new(BBox)
-    _set_x(box, x)
-    _set_y(box, y)
-    _set_w(box, w)
-    _set_h(box, h)
-    return box
-
-
-def trusted_rle(height: int, width: int, counts: str | tuple[int, ...]) -> RLE:
-    """An RLE from values already checked, skipping the validating constructor's per-count Python loop."""
-    mask: RLE = _new(RLE)
-    _set_height(mask, height)
-    _set_width(mask, width)
-    _set_counts(mask, counts)
-    return mask
-
-
-def trusted_annotation(
-    label: str,
-    ident: int | str | None,
-    bbox: BBox | None,
-    polygon: Polygon | None,
-    mask: RLE | None,
-    keypoints: tuple[float, ...] | None,
-    iscrowd: bool,
-    area: float | None,
-    score: float | None,
-    attributes: Mapping[str, Any],
-) -> Annotation:
-    """An Annotation from values already validated, built without the frozen dataclass's per-field setattr
-    calls (a test checks it still sets exactly the model's fields)."""
-    ann: Annotation = _new(Annotation)
-    d = ann.__dict__
-    d["label"] = label
-    d["id"] = ident
-    d["bbox"] = bbox
-    d["polygon"] = polygon
-    d["mask"] = mask
-    d["keypoints"] = keypoints
-    d["iscrowd"] = iscrowd
-    d["area"] = area
-    d["score"] = score
-    d["attributes"] = attributes
-    return ann
