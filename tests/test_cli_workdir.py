@@ -357,3 +357,18 @@ def test_export_to_yolo_keeps_every_box(versioned: Path, tmp_path: Path) -> None
         assert [label for label, _ in got] == [label for label, _ in expected]
         for (_, (x, y, bw, bh)), (_, (gx, gy, gw, gh)) in zip(expected, got, strict=True):
             assert (gx * w, gy * h, gw * w, gh * h) == pytest.approx((x, y, bw, bh), abs=1e-6)
+
+
+def test_paths_are_relative_to_where_the_command_runs(versioned: Path) -> None:
+    root = versioned
+    folder = root / "images" / "000"
+    (folder / "extra.jpg").write_bytes(b"\xff\xd8\xff new frame file")
+    added = data("add", "extra.jpg", cwd=folder)
+    assert added["files_read"] == 1
+    staged = data("status", cwd=root)["staged"]["files"]["added"]
+    assert staged == ["images/000/extra.jpg"]
+    dsvc("rm", "extra.jpg", cwd=folder)
+    assert not (folder / "extra.jpg").exists() and data("status", cwd=root)["clean"] is True
+    assert_one_line_error(
+        dsvc("add", "no-such.jpg", cwd=folder, ok=False), "images/000/no-such.jpg", "matches no"
+    )

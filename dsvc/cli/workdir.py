@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from dsvc.cli.common import identity, open_repo, output, reporting
+from dsvc.cli.common import cwd, identity, open_repo, output, reporting
 from dsvc.hashing import short
 from dsvc.objects import Commit, Signature
 from dsvc.repo import LogEntry, Repo
@@ -40,7 +40,8 @@ def source() -> None:
 @click.pass_context
 def source_add(ctx: click.Context, path: str, fmt: str | None, media: str) -> None:
     """Register annotation file PATH as a frame source."""
-    spec = open_repo(ctx).source_add(path, fmt, media)
+    here = cwd(ctx)
+    spec = open_repo(ctx).source_add(str(here / path), fmt, str(here / media) if media else "")
     output(ctx).report(
         spec.__dict__, f"added {spec.format} source {spec.path} (media in {spec.media or '.'}/)"
     )
@@ -63,7 +64,7 @@ def source_list(ctx: click.Context) -> None:
 @click.pass_context
 def source_remove(ctx: click.Context, path: str) -> None:
     """Stop taking frames from PATH (the next add drops them)."""
-    open_repo(ctx).source_remove(path)
+    open_repo(ctx).source_remove(str(cwd(ctx) / path))
     output(ctx).report({"removed": path}, f"removed source {path}")
 
 
@@ -81,7 +82,8 @@ Examples:
 @click.pass_context
 def add(ctx: click.Context, paths: tuple[str, ...], require_media: bool) -> None:
     """Stage files and annotation sources for the next commit."""
-    result = open_repo(ctx).add(paths, require_media, output(ctx).progress)
+    targets = [str(cwd(ctx) / p) for p in paths]
+    result = open_repo(ctx).add(targets, require_media, output(ctx).progress)
     report = {
         "files_read": result.files_read,
         "files_unchanged": result.files_reused,
@@ -109,8 +111,8 @@ def rm(ctx: click.Context, paths: tuple[str, ...]) -> None:
     """Delete files from the working tree and stage their removal."""
     repo = open_repo(ctx)
     for path in paths:
-        (repo.root / repo.relative(path)).unlink(missing_ok=True)
-    repo.add(paths)
+        (repo.root / repo.relative(str(cwd(ctx) / path))).unlink(missing_ok=True)
+    repo.add([str(cwd(ctx) / p) for p in paths])
     output(ctx).report({"removed": list(paths)}, "\n".join(f"rm {p}" for p in paths))
 
 

@@ -70,7 +70,7 @@ def scan(
                 yield found
             continue
         if start and not base.exists():
-            raise InvalidInput("no such file or folder in the working tree", path=start)
+            continue  # deleted: the caller stages the deletion (or says the path names nothing)
         yield from _walk(root, start, ignore, skip)
 
 

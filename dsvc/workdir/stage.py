@@ -110,6 +110,15 @@ def source_stamp(root: Path, spec: SourceSpec, owned: Iterable[str]) -> bytes:
     return hash_bytes(codec.encode(parts))
 
 
+def _tracked_under(store: ObjectStore, files_root: ObjectId, path: str) -> bool:
+    """Tell whether the files map has path, or anything under path/ (a deleted file or folder)."""
+    key = path.encode()
+    # [key, key + "0") holds key and key + "/..." ("0" is the byte after "/"), and a few siblings to skip
+    return any(
+        k == key or k.startswith(key + b"/") for k, _ in tree.items(store, files_root, key, key + b"0")
+    )
+
+
 def _in_scope(path: str, under: list[str] | None) -> bool:
     return under is None or any(path == u or path.startswith(u.rstrip("/") + "/") or not u for u in under)
 
@@ -131,6 +140,9 @@ def stage(
     cache = index.stat_entries()
     owned = owned_paths(root, specs)
     scanned = list(scan(root, under, owned))
+    for path in under or ():
+        if not (root / path).exists() and not _tracked_under(store, base["files"], path):
+            raise InvalidInput("matches no file in the working tree or in the staged state", path=path)
     files = list(resolve_files(root, progress(scanned, len(scanned), "reading files"), cache, store))
     for state in files:
         if state.hashed:
