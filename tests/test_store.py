@@ -284,9 +284,9 @@ def test_blobs_are_readable_inside_their_batch(make_store: Callable[[], tuple], 
 
 
 def test_many_small_packs_are_merged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import dsvc.store.objectstore as objectstore
+    import dsvc.store.disk as disk
 
-    monkeypatch.setattr(objectstore, "MAX_PACKS", 4)
+    monkeypatch.setattr(disk, "MAX_PACKS", 4)
     store = DiskObjectStore.create(tmp_path / "objects")
     ids = [store.put(b"object %d" % i) for i in range(12)]
     assert len(store.packs()) <= 4

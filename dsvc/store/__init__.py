@@ -1,5 +1,7 @@
-"""The local object store: packs of small structured objects and loose media blobs."""
+"""The local object store: packs of small structured objects and blobs, loose files for large blobs."""
 
-from dsvc.store.objectstore import DiskObjectStore, MemoryObjectStore, ObjectStore, StoreCounters
+from dsvc.store.disk import DiskObjectStore
+from dsvc.store.memory import MemoryObjectStore
+from dsvc.store.objectstore import ObjectStore, StoreCounters
 
 __all__ = ["DiskObjectStore", "MemoryObjectStore", "ObjectStore", "StoreCounters"]

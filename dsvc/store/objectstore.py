@@ -1,8 +1,9 @@
 """Object stores: structured objects and media blobs by id, verified on every read.
 
-`ObjectStore` holds the shared logic (framing, verification, counting, batching); `DiskObjectStore` keeps
-objects in packs and blobs as loose files under `.dsvc/objects`, `MemoryObjectStore` keeps both in dicts for
-tests and scratch work. Both pass the same conformance suite.
+`ObjectStore` holds the shared logic (framing, verification, counting, batching); `DiskObjectStore`
+(store/disk.py) keeps objects and small blobs in packs and large blobs as loose files under
+`.dsvc/objects`, `MemoryObjectStore` (store/memory.py) keeps them in dicts for tests and scratch work.
+Both pass the same conformance suite.
 """
 
 from __future__ import annotations
@@ -11,29 +12,15 @@ import contextlib
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
-
-import numpy as np
 
 from dsvc import codec
 from dsvc.atomic import write_file
 from dsvc.errors import CorruptObject, ObjectMissing
 from dsvc.hashing import HEX_SIZE, ObjectId, hash_bytes, iter_chunks
 from dsvc.objects import StoredObject, load
-from dsvc.store.loose import LooseBlobs
-from dsvc.store.packs import (
-    ID_DTYPE,
-    PackIndex,
-    PackReader,
-    PendingPack,
-    finish_pack,
-    merge_entries,
-    write_pack,
-    write_pack_data,
-)
 
 T = TypeVar("T", bound=StoredObject)
 
@@ -60,6 +47,10 @@ class StoreCounters:
         self.reads = self.writes = self.blob_reads = self.blob_writes = 0
 
 
+def _kind_error(oid: ObjectId, is_blob: bool) -> CorruptObject:
+    return CorruptObject(f"{oid.hex()} is stored as a {'blob' if is_blob else 'structured object'}")
+
+
 def _prefix_bounds(prefix: str) -> tuple[bytes, bytes]:
     """Turn a hex prefix into the lowest and highest full ids that start with it."""
     return bytes.fromhex(prefix.ljust(HEX_SIZE, "0")), bytes.fromhex(prefix.ljust(HEX_SIZE, "f"))
@@ -71,7 +62,9 @@ class ObjectStore(ABC):
     def __init__(self, compression_level: int = codec.DEFAULT_LEVEL) -> None:
         self.level = compression_level
         self.counters = StoreCounters()
-        self._batch: dict[ObjectId, bytes] | None = None
+        # A batch's objects before they are written: (bytes, zstd level, is a blob). They are framed
+        # (compressed) only when written, after the ones already stored have been dropped.
+        self._batch: dict[ObjectId, tuple[bytes, int, bool]] | None = None
         self._batch_bytes = 0
 
     # -- what each implementation provides -------------------------------------------------------------
@@ -97,11 +90,16 @@ class ObjectStore(ABC):
         """Return stored object ids between low and high inclusive."""
 
     def _stored_header(self, oid: ObjectId) -> int | None:
-        """The framing byte of a stored entry (tells blobs from objects), or None when absent."""
-        stored = self._batch.get(oid) if self._batch is not None else None
-        if stored is None:
-            stored = self._read_stored(oid)
+        """The framing kind of a stored entry (tells blobs from objects), or None when absent."""
+        pending = self._batch_kind(oid)
+        if pending is not None:
+            return pending
+        stored = self._read_stored(oid)
         return None if stored is None else codec.stored_kind(stored)
+
+    def _batch_kind(self, oid: ObjectId) -> int | None:
+        entry = self._batch.get(oid) if self._batch is not None else None
+        return None if entry is None else codec.BLOB_RAW if entry[2] else codec.RAW
 
     @abstractmethod
     def _has_loose(self, oid: ObjectId) -> bool:
@@ -142,9 +140,13 @@ class ObjectStore(ABC):
         return self._load(oid, blob=False)
 
     def _load(self, oid: ObjectId, blob: bool) -> bytes:
-        stored = self._batch.get(oid) if self._batch is not None else None
-        if stored is None:
-            stored = self._read_stored(oid)
+        entry = self._batch.get(oid) if self._batch is not None else None
+        if entry is not None:  # bytes this process hashed a moment ago
+            if entry[2] != blob:
+                raise _kind_error(oid, entry[2])
+            self.counters.reads += 1
+            return entry[0]
+        stored = self._read_stored(oid)
         if stored is None:
             raise ObjectMissing(f"object {oid.hex()} is not in the store")
         return self._verified(oid, stored, blob)
@@ -156,7 +158,7 @@ class ObjectStore(ABC):
         except CorruptObject as exc:
             raise CorruptObject(f"object {oid.hex()} is corrupt: {exc}") from None
         if is_blob != blob:
-            raise CorruptObject(f"{oid.hex()} is stored as a {'blob' if is_blob else 'structured object'}")
+            raise _kind_error(oid, is_blob)
         self.counters.reads += 1
         try:
             data = codec.unframe(stored)
@@ -183,8 +185,8 @@ class ObjectStore(ABC):
         frame = codec.frame_blob if blob else codec.frame
         if self._batch is not None:
             if oid not in self._batch:
-                stored = self._batch[oid] = frame(data, level)
-                self._batch_bytes += len(stored)
+                self._batch[oid] = (data, level, blob)
+                self._batch_bytes += len(data)
                 if self._batch_bytes >= PACK_TARGET:
                     self._flush()
             return oid
@@ -244,9 +246,11 @@ class ObjectStore(ABC):
         if not pending:
             return
         ids = list(pending)
-        fresh = {
-            oid: pending[oid] for oid, found in zip(ids, self._has_stored(ids), strict=True) if not found
-        }
+        fresh = {}
+        for oid, found in zip(ids, self._has_stored(ids), strict=True):
+            if not found:
+                data, level, blob = pending[oid]
+                fresh[oid] = (codec.frame_blob if blob else codec.frame)(data, level)
         if fresh:
             self._write_stored(fresh)
             self.counters.writes += len(fresh)
@@ -325,262 +329,3 @@ class ObjectStore(ABC):
                 self._read_loose(oid)
             except CorruptObject:
                 yield oid, "blob bytes do not hash to the id"
-
-
-class MemoryObjectStore(ObjectStore):
-    """An object store in dicts: for tests and throwaway work, same behaviour as on disk."""
-
-    def __init__(self, compression_level: int = codec.DEFAULT_LEVEL) -> None:
-        super().__init__(compression_level)
-        self.objects: dict[ObjectId, bytes] = {}
-        self.blobs: dict[ObjectId, bytes] = {}
-        self._pending_blobs: dict[ObjectId, bytes] | None = None
-
-    def _read_stored(self, oid: ObjectId) -> bytes | None:
-        return self.objects.get(oid)
-
-    def _write_stored(self, entries: dict[ObjectId, bytes]) -> None:
-        self.objects.update(entries)
-
-    def _has_stored(self, oids: list[ObjectId]) -> list[bool]:
-        return [oid in self.objects for oid in oids]
-
-    def iter_stored(self) -> Iterator[tuple[ObjectId, bytes]]:
-        yield from sorted(self.objects.items())
-
-    def _find_stored_prefix(self, low: bytes, high: bytes) -> list[ObjectId]:
-        return [oid for oid in self.objects if low <= oid <= high]
-
-    def _has_loose(self, oid: ObjectId) -> bool:
-        return oid in self.blobs or (self._pending_blobs is not None and oid in self._pending_blobs)
-
-    def _put_blob_chunks(self, chunks: Iterator[bytes]) -> tuple[ObjectId, int]:
-        data = b"".join(chunks)
-        oid = hash_bytes(data)
-        (self.blobs if self._pending_blobs is None else self._pending_blobs).setdefault(oid, data)
-        return oid, len(data)
-
-    def _begin_batch(self) -> None:
-        self._pending_blobs = {}
-
-    def _end_batch(self, commit: bool) -> None:
-        if commit and self._pending_blobs:
-            self.blobs.update(self._pending_blobs)
-        self._pending_blobs = None
-
-    def _read_loose(self, oid: ObjectId) -> bytes:
-        data = self.blobs.get(oid)
-        if data is None and self._pending_blobs is not None:
-            data = self._pending_blobs.get(oid)
-        if data is None:
-            raise ObjectMissing(f"blob {oid.hex()} is not in the store")
-        if hash_bytes(data) != oid:
-            raise CorruptObject(f"blob {oid.hex()} is corrupt: its bytes do not hash to its id")
-        return data
-
-    def _copy_loose(self, oid: ObjectId, dest: Path) -> None:
-        write_file(dest, self._read_loose(oid))
-
-    def _iter_loose(self) -> Iterator[ObjectId]:
-        yield from sorted(self.blobs)
-
-    def _find_blob_prefix(self, prefix: str) -> list[ObjectId]:
-        return [oid for oid in self.blobs if oid.hex().startswith(prefix)]
-
-
-class DiskObjectStore(ObjectStore):
-    """Packs under `objects/packs`, loose blobs under `objects/loose`; see DESIGN §5."""
-
-    def __init__(self, root: Path, compression_level: int = codec.DEFAULT_LEVEL) -> None:
-        super().__init__(compression_level)
-        self.root = root
-        self.pack_dir = root / "packs"
-        self.loose = LooseBlobs(root / "loose", root / "tmp")
-        self._packs: dict[str, PackReader] = {}
-        # Packs of the current batch: written by a background thread while the caller goes on reading and
-        # hashing (on two cores the copy then costs little time), durable and visible when the batch ends.
-        self._writer: ThreadPoolExecutor | None = None
-        self._in_flight: list[tuple[Future[PendingPack], dict[ObjectId, bytes]]] = []
-        self._pending: list[PendingPack] = []
-
-    @classmethod
-    def create(cls, root: Path, compression_level: int = codec.DEFAULT_LEVEL) -> DiskObjectStore:
-        for sub in ("packs", "loose", "tmp"):
-            (root / sub).mkdir(parents=True, exist_ok=True)
-        return cls(root, compression_level)
-
-    def packs(self) -> list[PackReader]:
-        """Return the readers of every pack, including packs other processes wrote since the last look."""
-        self._refresh()
-        return list(self._packs.values())
-
-    def _refresh(self) -> list[PackReader]:
-        """Open packs that appeared since the last look (and forget merged-away ones); return the new."""
-        present = {p.stem for p in self.pack_dir.glob("pack-*.idx")} | {p.index.name for p in self._pending}
-        for gone in set(self._packs) - present:  # merged away by another process's repack
-            del self._packs[gone]
-        return [self._open(name) for name in sorted(present - set(self._packs))]
-
-    def _locate(self, oid: ObjectId) -> tuple[PackReader, int] | None:
-        """The pack holding oid and its position there, looking again for new packs on a miss."""
-        for readers in (list(self._packs.values()), None):
-            for reader in readers if readers is not None else self._refresh():
-                position = reader.index.find(oid)
-                if position >= 0:
-                    return reader, position
-        return None
-
-    def get_many(self, oids: list[ObjectId]) -> Iterator[tuple[ObjectId, bytes]]:
-        """Locate all ids with one search per pack, then read them in the order given."""
-        if not oids or self._batch is not None:
-            yield from super().get_many(oids)
-            return
-        wanted = np.array(oids, dtype=ID_DTYPE)
-        where: list[tuple[PackReader, int] | None] = [None] * len(oids)
-        missing = np.ones(len(oids), dtype=bool)
-        for reader in self.packs():
-            if not missing.any():
-                break
-            positions = reader.index.find_many(wanted)
-            for i in np.nonzero(missing & (positions >= 0))[0]:
-                where[i] = (reader, int(positions[i]))
-            missing &= positions < 0
-        for oid, found in zip(oids, where, strict=True):
-            if found is None:
-                raise ObjectMissing(f"object {oid.hex()} is not in the store")
-            yield oid, self._verified(oid, found[0].read_at(found[1]), blob=False)
-
-    def _read_stored(self, oid: ObjectId) -> bytes | None:
-        for _, entries in self._in_flight:
-            if oid in entries:
-                return entries[oid]
-        found = self._locate(oid)
-        return None if found is None else found[0].read_at(found[1])
-
-    def _write_stored(self, entries: dict[ObjectId, bytes]) -> None:
-        if self._batch is None:
-            self._open(write_pack(self.pack_dir, sorted(entries.items())))
-            if len(self._packs) > MAX_PACKS:
-                self.repack()
-            return
-        assert self._writer is not None
-        while len(self._in_flight) >= MAX_IN_FLIGHT:  # bound the memory the writer may hold
-            self._harvest(wait=True)
-        self._in_flight.append(
-            (self._writer.submit(write_pack_data, self.pack_dir, sorted(entries.items())), entries)
-        )
-        self._harvest(wait=False)
-
-    def _harvest(self, wait: bool) -> None:
-        """Make packs the writer finished readable from disk and drop their entries from memory."""
-        while self._in_flight and (wait or self._in_flight[0][0].done()):
-            future, _ = self._in_flight[0]
-            pending = future.result()
-            self._in_flight.pop(0)
-            self._pending.append(pending)
-            self._packs[pending.index.name] = PackReader(pending.tmp, pending.index)
-            wait = False
-
-    def _open(self, name: str) -> PackReader:
-        reader = PackReader(self.pack_dir / f"{name}.pack", PackIndex.load(self.pack_dir / f"{name}.idx"))
-        self._packs[name] = reader
-        return reader
-
-    def repack(self, small: int = SMALL_PACK) -> int:
-        """Merge every pack smaller than `small` bytes into one; return how many packs were merged.
-
-        The merged pack is durable before the old ones are deleted, so a crash leaves duplicates at worst.
-        Callers hold the writer lock; readers that still map an old pack keep reading it.
-        """
-        readers = [r for r in self.packs() if r.path.stat().st_size < small]
-        if len(readers) < 2:
-            return 0
-        merged = write_pack(self.pack_dir, merge_entries(readers))
-        for reader in readers:
-            if reader.index.name != merged:
-                del self._packs[reader.index.name]
-                (self.pack_dir / f"{reader.index.name}.idx").unlink()
-                reader.path.unlink()
-        self._open(merged)
-        return len(readers)
-
-    def _has_stored(self, oids: list[ObjectId]) -> list[bool]:
-        if not oids:
-            return []
-        wanted = np.array(oids, dtype=ID_DTYPE)
-        found = np.array([any(oid in entries for _, entries in self._in_flight) for oid in oids], dtype=bool)
-        for readers in (list(self._packs.values()), None):
-            for reader in readers if readers is not None else self._refresh():
-                found |= reader.index.find_many(wanted) >= 0
-            if found.all():
-                break
-        return [bool(f) for f in found]
-
-    def iter_stored(self) -> Iterator[tuple[ObjectId, bytes]]:
-        for reader in self.packs():
-            yield from reader.iter_entries()
-
-    def _find_stored_prefix(self, low: bytes, high: bytes) -> list[ObjectId]:
-        return [oid for reader in self.packs() for oid in reader.index.prefix_range(low, high)]
-
-    def _stored_header(self, oid: ObjectId) -> int | None:
-        if self._batch is not None and oid in self._batch:
-            return codec.stored_kind(self._batch[oid])
-        for _, entries in self._in_flight:
-            if oid in entries:
-                return codec.stored_kind(entries[oid])
-        found = self._locate(oid)
-        return None if found is None else found[0].header_at(found[1])
-
-    def _has_loose(self, oid: ObjectId) -> bool:
-        return self.loose.contains(oid)
-
-    def _put_blob_chunks(self, chunks: Iterator[bytes]) -> tuple[ObjectId, int]:
-        return self.loose.put_stream(chunks)
-
-    def _read_loose(self, oid: ObjectId) -> bytes:
-        return self.loose.read(oid)
-
-    def _copy_loose(self, oid: ObjectId, dest: Path) -> None:
-        self.loose.copy_to(oid, dest)
-
-    def _iter_loose(self) -> Iterator[ObjectId]:
-        return self.loose.iter_ids()
-
-    def _find_blob_prefix(self, prefix: str) -> list[ObjectId]:
-        return self.loose.find_prefix(prefix)
-
-    def _begin_batch(self) -> None:
-        self.loose.begin()
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dsvc-pack-writer")
-
-    def _end_batch(self, commit: bool) -> None:
-        assert self._writer is not None
-        try:
-            while self._in_flight:
-                self._harvest(wait=True)
-        except BaseException:
-            commit = False
-            raise
-        finally:
-            self._writer.shutdown(wait=True)
-            self._writer = None
-            for future, _ in self._in_flight:
-                if future.done() and future.exception() is None:
-                    self._pending.append(future.result())
-            self._in_flight = []
-            self._settle(commit)
-
-    def _settle(self, commit: bool) -> None:
-        """Finish (or drop) the batch's packs, then its loose blobs."""
-        pending, self._pending = self._pending, []
-        for pack in pending:
-            if commit:
-                self._packs[pack.index.name].close()
-                self._open(finish_pack(pack))  # the reader now maps the pack under its final name
-            else:
-                self._packs.pop(pack.index.name, None)
-                pack.tmp.unlink(missing_ok=True)
-        self.loose.end(commit)
-        if commit and len(self._packs) > MAX_PACKS:
-            self.repack()
