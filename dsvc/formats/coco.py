@@ -14,6 +14,7 @@ from dsvc.formats.common import (
     FrameRecord,
     ParsedSource,
     check_folder,
+    check_id,
     check_name,
     dump_json,
     join,
@@ -26,7 +27,6 @@ from dsvc.objects import Frame, Labels, Source
 # Source.metadata key of what render needs beyond the file's own top-level keys (never a COCO key).
 PRIVATE = "dsvc"
 SNIFF = 1 << 16
-_ID_TYPES = (int, str)
 
 
 class CocoFormat:
@@ -158,10 +158,7 @@ def _categories(cats: list[Any], path: str) -> dict[Any, str]:
             if key not in cat:
                 raise InvalidInput(f"missing required field {key!r}", path=path, location=loc)
         ident, name = cat["id"], cat["name"]
-        if type(ident) not in _ID_TYPES:
-            raise InvalidInput(
-                f"id must be an integer or a string, got {ident!r}", path=path, location=f"{loc}.id"
-            )
+        check_id(ident, path, f"{loc}.id")
         if ident in names:
             raise InvalidInput(f"duplicate category id {ident!r}", path=path, location=f"{loc}.id")
         if not isinstance(name, str) or not name:
@@ -194,10 +191,7 @@ def _images(images: list[Any], path: str) -> tuple[dict[Any, int], list[tuple[st
         fields = dict(image)
         name = check_name(fields.pop("file_name"), path, f"{loc}.file_name")
         ident = fields["id"]
-        if type(ident) not in _ID_TYPES:
-            raise InvalidInput(
-                f"id must be an integer or a string, got {ident!r}", path=path, location=f"{loc}.id"
-            )
+        check_id(ident, path, f"{loc}.id")
         if ident in index:
             raise InvalidInput(
                 f"duplicate image id {ident!r} (also images[{index[ident]}])", path=path, location=f"{loc}.id"

@@ -9,8 +9,10 @@ from typing import Any, NoReturn
 
 from dsvc.errors import InvalidInput
 from dsvc.formats.common import (
+    ID_TYPES,
     NUMBER_TYPES,
     bbox_from_json,
+    check_id,
     item_types,
     keypoints_from_json,
     number,
@@ -26,7 +28,6 @@ TYPED = frozenset(
     ("id", "image_id", "category_id", "bbox", "segmentation", "area", "iscrowd", "keypoints", "score")
 )
 REQUIRED = ("id", "image_id", "category_id")
-ID_TYPES = frozenset((int, str))
 CROWD = {0: False, 1: True}
 _MISSING: Any = object()
 _ERRORS = (KeyError, TypeError, ValueError, AttributeError)
@@ -169,10 +170,7 @@ def check(a: Any, i: int, images: Mapping[Any, int], names: Mapping[Any, str], p
     for key in REQUIRED:
         if key not in a:
             raise InvalidInput(f"missing required field {key!r}", path=path, location=loc)
-    if type(a["id"]) not in ID_TYPES:
-        raise InvalidInput(
-            f"id must be an integer or a string, got {a['id']!r}", path=path, location=f"{loc}.id"
-        )
+    check_id(a["id"], path, f"{loc}.id")
     _check_key(a["image_id"], images, "image id", path, f"{loc}.image_id")
     _check_key(a["category_id"], names, "category id", path, f"{loc}.category_id")
     if "bbox" in a:

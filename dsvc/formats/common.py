@@ -70,6 +70,15 @@ class Format(Protocol):
         """The working-tree files render writes, so they are not also tracked as plain files."""
 
 
+ID_TYPES = frozenset((int, str))
+
+
+def check_id(value: Any, path: str, location: str) -> None:
+    """Refuse an id that is neither an integer nor a string (booleans included), naming the place."""
+    if type(value) not in ID_TYPES:
+        raise InvalidInput(f"id must be an integer or a string, got {value!r}", path=path, location=location)
+
+
 def check_name(name: Any, path: str, location: str, folder: str = "the media folder") -> str:
     """Refuse a name that could leave its folder or alias another, since ids become paths and map keys."""
     if not isinstance(name, str):

@@ -13,6 +13,7 @@ from dsvc.formats.common import (
     ParsedSource,
     bbox_from_json,
     check_folder,
+    check_id,
     check_name,
     dump_json,
     join,
@@ -176,10 +177,8 @@ def _label(value: Any, path: str, where: str) -> Annotation:
             f"class must be a non-empty string, got {label!r}", path=path, location=f"{where}.class"
         )
     ident = value.get("id")
-    if ident is not None and type(ident) not in (int, str):
-        raise InvalidInput(
-            f"id must be an integer or a string, got {ident!r}", path=path, location=f"{where}.id"
-        )
+    if ident is not None:
+        check_id(ident, path, f"{where}.id")
     fields: dict[str, Any] = {}
     if "bbox" in value:
         fields["bbox"] = bbox_from_json(value["bbox"], path, f"{where}.bbox")
