@@ -39,11 +39,10 @@ def iter_chunks(handle: BinaryIO, size: int = CHUNK) -> Iterator[bytes]:
 
 def hash_file(path: str | os.PathLike[str]) -> ObjectId:
     """Return the id of a file, streaming it in constant memory; equals `b3sum FILE`."""
-    h = blake3.blake3(max_threads=blake3.blake3.AUTO)
     with open(path, "rb") as handle:
-        for chunk in iter_chunks(
-            handle, THREADED_FROM if os.fstat(handle.fileno()).st_size >= THREADED_FROM else CHUNK
-        ):
+        large = os.fstat(handle.fileno()).st_size >= THREADED_FROM
+        h = blake3.blake3(max_threads=blake3.blake3.AUTO if large else 1)
+        for chunk in iter_chunks(handle, THREADED_FROM if large else CHUNK):
             h.update(chunk)
     return ObjectId(h.digest())
 

@@ -372,3 +372,23 @@ def test_paths_are_relative_to_where_the_command_runs(versioned: Path) -> None:
     assert_one_line_error(
         dsvc("add", "no-such.jpg", cwd=folder, ok=False), "images/000/no-such.jpg", "matches no"
     )
+
+
+def test_a_tracked_file_that_becomes_a_source_leaves_the_files_map(versioned: Path) -> None:
+    root = versioned
+    line = {
+        "id": "extra/x.jpg",
+        "media": [],
+        "metadata": {},
+        "labels": [{"class": "car", "bbox": [1, 2, 3, 4]}],
+    }
+    (root / "extra.jsonl").write_text(json.dumps(line) + "\n")
+    dsvc("add", ".", cwd=root)
+    dsvc("commit", "-m", "plain file", cwd=root)
+    assert data("stats", cwd=root)["files"] == data("stats", "v0", cwd=root)["files"] + 1
+    dsvc("source", "add", "extra.jsonl", "--format", "jsonl", cwd=root)
+    dsvc("add", ".", cwd=root)
+    dsvc("commit", "-m", "now a source", cwd=root)
+    stats = data("stats", cwd=root)
+    assert stats["files"] == data("stats", "v0", cwd=root)["files"]
+    assert stats["frames"] == data("stats", "v0", cwd=root)["frames"] + 1

@@ -48,9 +48,13 @@ def sources_of(store: ObjectStore, roots: Mapping[str, ObjectId]) -> list[Source
 
 
 def _conflicts(
-    store: ObjectStore, current: Mapping[str, ObjectId], target: Mapping[str, ObjectId], dirty: Changes
+    store: ObjectStore,
+    current: Mapping[str, ObjectId],
+    target: Mapping[str, ObjectId],
+    dirty: Changes,
+    changes: Mapping[bytes, bytes | None],
 ) -> list[str]:
-    touched = {c.key.decode() for c in tree.diff(store, current["files"], target["files"])}
+    touched = {key.decode() for key in changes}
     local = {p for kind in ("modified", "removed") for p in dirty.files[kind]}
     untracked = set(dirty.files["added"])
     found = sorted((touched & local) | {p for p in untracked if tree.get(store, target["files"], p.encode())})
@@ -73,15 +77,15 @@ def checkout(
     force: bool = False,
 ) -> CheckoutResult:
     """Bring the working tree from current to target; refuse to lose local changes unless forced."""
+    changes = {c.key: c.new for c in tree.diff(store, current["files"], target["files"])}
     if not force:
-        conflicts = _conflicts(store, current, target, dirty)
+        conflicts = _conflicts(store, current, target, dirty, changes)
         if conflicts:
             listed = ", ".join(conflicts[:5]) + (
                 f" and {len(conflicts) - 5} more" if len(conflicts) > 5 else ""
             )
             raise DsvcError(f"local changes would be overwritten: {listed} (commit them, or use --force)")
     result = CheckoutResult()
-    changes = {c.key: c.new for c in tree.diff(store, current["files"], target["files"])}
     if force:  # also restore tracked files that were changed or deleted locally
         for path in (*dirty.files["modified"], *dirty.files["removed"]):
             changes.setdefault(path.encode(), tree.get(store, target["files"], path.encode()))

@@ -176,10 +176,13 @@ def _stage_files(
     owned: frozenset[str],
     result: StageResult,
 ) -> ObjectId:
-    present = {f.scanned.path: FileEntry(f.blob, f.scanned.mode, f.scanned.size).to_bytes() for f in files}
+    present = file_entries(files)
     edits: list[tuple[bytes, bytes | None]] = []
     for key, value in tree.items(store, base_root):
         path = key.decode()
+        if path in owned:  # a path that became a source's file is no longer a plain file
+            edits.append((key, None))
+            continue
         if not _in_scope(path, under):
             continue
         now = present.pop(path, None)
@@ -189,9 +192,12 @@ def _stage_files(
         elif now != value:
             edits.append((key, now))
     edits += [(path.encode(), value) for path, value in present.items()]
-    # a path that became a source's file is no longer a plain file
-    edits += [(p.encode(), None) for p in owned if tree.get(store, base_root, p.encode()) is not None]
     return tree.apply(store, base_root, edits)
+
+
+def file_entries(files: Iterable[FileState]) -> dict[str, bytes]:
+    """The `files` map value each resolved working-tree file would have, by path."""
+    return {f.scanned.path: FileEntry(f.blob, f.scanned.mode, f.scanned.size).to_bytes() for f in files}
 
 
 def frame_of(

@@ -14,11 +14,17 @@ from typing import Any
 
 from dsvc import tree
 from dsvc.hashing import ObjectId
-from dsvc.objects import FileEntry
 from dsvc.store import ObjectStore
 from dsvc.workdir.index import Index
 from dsvc.workdir.scan import scan
-from dsvc.workdir.stage import SourceSpec, owned_paths, parse_sources, resolve_files, source_stamp
+from dsvc.workdir.stage import (
+    SourceSpec,
+    file_entries,
+    owned_paths,
+    parse_sources,
+    resolve_files,
+    source_stamp,
+)
 
 
 @dataclass
@@ -70,7 +76,7 @@ def worktree_changes(
     changes = Changes()
     owned = owned_paths(root, specs)
     files = list(resolve_files(root, scan(root, None, owned), index.stat_entries(), None))
-    present = {f.scanned.path: FileEntry(f.blob, f.scanned.mode, f.scanned.size).to_bytes() for f in files}
+    present = file_entries(files)
     for key, value in tree.items(store, staged["files"]):
         now = present.pop(key.decode(), None)
         if now is None:
