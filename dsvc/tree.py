@@ -222,20 +222,25 @@ class _Cursor:
         self.last = False
 
     def seek(self, key: bytes) -> None:
-        """Stand on the first node whose last key is >= key, or on the last node."""
-        node = self.top
-        self.path = []
-        last = True
+        """Stand on the first node whose last key is >= key, or on the last node.
+
+        Keys only grow between seeks, so the walk starts at the deepest node on the path that still covers
+        the key instead of at the top: consecutive edits mostly fall under the same parent.
+        """
+        path = self.path
+        depth = len(path) - 1
+        while depth > 0 and key > path[depth][0].keys[-1]:  # type: ignore[attr-defined]
+            depth -= 1
+        node = path[depth][0] if path else self.top
+        del path[max(depth, 0) :]
         while True:
             end = len(node.keys) - 1
             i = bisect_left(node.keys, key)
-            if i >= end:
+            if i > end:
                 i = end
-            else:
-                last = False
-            self.path.append([node, i])
+            path.append([node, i])
             if node.level == self.level + 1:
-                self.last = last
+                self.last = all(j == len(n.keys) - 1 for n, j in path)  # type: ignore[attr-defined]
                 return
             node = self.load(node.values[i])
 
