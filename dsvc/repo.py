@@ -274,9 +274,13 @@ class Repo:
         )
 
     def checkout(self, rev: str, force: bool = False, new_branch: str | None = None) -> CheckoutResult:
-        """Make the working tree match rev and move HEAD: to the branch rev names, else detached."""
+        """Make the working tree match rev and move HEAD: to the branch rev names, else detached.
+
+        Everything that can refuse (the revision, the new branch's name, local changes) is checked before
+        the first file is written."""
         with self.lock():
             target_commit = self.rev_parse(rev, commit=True)
+            branch = self._checkout_branch(rev, new_branch)
             current = self.staged_roots()
             target = self.roots_of(target_commit)
             dirty = worktree_changes(self.store, self.index, self.root, self.sources(), current)
@@ -288,8 +292,21 @@ class Repo:
                 stats=result.written, forget=result.removed, staged=target, stamps=result.stamps
             )
             self._sync_sources(target)
-            self._move_head(rev, target_commit, new_branch)
+            self._move_head(rev, target_commit, branch, new_branch is not None)
         return result
+
+    def _checkout_branch(self, rev: str, new_branch: str | None) -> str | None:
+        """The branch HEAD will name after checking out rev (None: detached); a new one must not exist."""
+        if new_branch is not None:
+            ref = check_ref_name(f"refs/heads/{new_branch}")
+            if self.refs.read(ref) is not None:
+                raise DsvcError(f"branch {new_branch!r} already exists")
+            return ref
+        try:
+            ref = check_ref_name(f"refs/heads/{rev}")
+        except BadRevision:
+            return None  # a revision expression (HEAD~1, an id): detached
+        return ref if self.refs.read(ref) is not None else None
 
     def _sync_sources(self, roots: Mapping[str, ObjectId]) -> None:
         """Make the config's sources those of the checked-out version."""
@@ -308,17 +325,14 @@ class Repo:
             self.config.set(f'source "{path}"', "media", source.media)
         self.config.save()
 
-    def _move_head(self, rev: str, commit: ObjectId, new_branch: str | None) -> None:
-        old = self.head_commit()
-        if new_branch is not None:
-            ref = check_ref_name(f"refs/heads/{new_branch}")
-            self.refs.add_if_new(ref, commit, f"branch: created from {rev}")
-            self.refs.set_symbolic(HEAD, ref, f"checkout: moving to {new_branch}")
+    def _move_head(self, rev: str, commit: ObjectId, branch: str | None, created: bool) -> None:
+        if created and branch is not None:
+            self.refs.add_if_new(branch, commit, f"branch: created from {rev}")
+        if branch is not None:
+            name = branch.removeprefix("refs/heads/")
+            self.refs.set_symbolic(HEAD, branch, f"checkout: moving to {name}")
             return
-        if self.refs.read(f"refs/heads/{rev}") is not None:
-            self.refs.set_symbolic(HEAD, f"refs/heads/{rev}", f"checkout: moving to {rev}")
-            return
-        self.refs.set_if_equals(HEAD, old, commit, f"checkout: moving to {rev}", follow=False)
+        self.refs.set_if_equals(HEAD, self.head_commit(), commit, f"checkout: moving to {rev}", follow=False)
 
     # -- branches, tags, checkpoints -----------------------------------------------------------------
 

@@ -203,6 +203,28 @@ def test_branches_tags_and_filters(versioned: Path) -> None:
     )
 
 
+def test_checkout_of_a_revision_expression_detaches_head(versioned: Path) -> None:
+    root = versioned
+    v0 = {p: d for p, d in tree_digest(root).items() if p != SOURCE}
+    datagen.mutate(root, relabel=0.2, add=3, seed=4)
+    dsvc("add", ".", cwd=root)
+    dsvc("commit", "-m", "v1", cwd=root)
+    v1 = tree_digest(root)
+    v1_files = {p: d for p, d in v1.items() if p != SOURCE}
+
+    assert_one_line_error(dsvc("checkout", "-b", "main", "HEAD~1", cwd=root, ok=False), "already exists")
+    assert tree_digest(root) == v1, "a refused checkout must not touch the working tree"
+
+    dsvc("checkout", "HEAD~1", cwd=root)
+    status = data("status", cwd=root)
+    assert status["clean"] is True and status["branch"] is None
+    assert data("rev-parse", "HEAD", cwd=root)["HEAD"] == data("rev-parse", "main~1", cwd=root)["main~1"]
+    assert {p: d for p, d in tree_digest(root).items() if p != SOURCE} == v0
+    dsvc("checkout", "main", cwd=root)
+    assert {p: d for p, d in tree_digest(root).items() if p != SOURCE} == v1_files
+    assert data("status", cwd=root) == {**data("status", cwd=root), "clean": True, "branch": "main"}
+
+
 def test_export_round_trips(versioned: Path, tmp_path: Path) -> None:
     root = versioned
     out = tmp_path / "export"
