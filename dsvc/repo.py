@@ -16,6 +16,7 @@ from dsvc.config import Config
 from dsvc.errors import BadRevision, DsvcError, InvalidInput, NotARepository, RefConflict
 from dsvc.formats import detect_format, get_format
 from dsvc.fsck import FsckReport, fsck
+from dsvc.gcpause import bulk
 from dsvc.hashing import ObjectId, hash_file
 from dsvc.history import load_any, resolve, resolve_commit
 from dsvc.lock import WriterLock
@@ -192,6 +193,7 @@ class Repo:
         staged = self.index.staged_roots()
         return {**self.roots_of(None), **staged} if staged is not None else self.roots_of(self.head_commit())
 
+    @bulk
     def add(
         self, paths: Iterable[str] = (), require_media: bool = False, progress: Progress = no_progress
     ) -> StageResult:
@@ -216,6 +218,7 @@ class Repo:
             )
         return result
 
+    @bulk
     def status(self) -> Status:
         staged = self.staged_roots()
         head = self.head_commit()
@@ -273,6 +276,7 @@ class Repo:
             for c in ("frames", "labels")
         )
 
+    @bulk
     def checkout(self, rev: str, force: bool = False, new_branch: str | None = None) -> CheckoutResult:
         """Make the working tree match rev and move HEAD: to the branch rev names, else detached.
 
@@ -411,8 +415,10 @@ class Repo:
             if dataset.matches(frame, labels, where, wanted):
                 yield frame_id, frame, labels
 
+    @bulk
     def stats(self, rev: str = HEAD) -> dict[str, Any]:
         return dataset.statistics(self.store, self.roots_of(self.rev_parse(rev, commit=True)))
 
+    @bulk
     def export(self, rev: str, fmt: str, out: Path) -> list[str]:
         return dataset.export(self.store, self.roots_of(self.rev_parse(rev, commit=True)), fmt, out)

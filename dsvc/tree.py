@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import blake3
 
@@ -218,7 +218,7 @@ class _Cursor:
         self.load = load
         self.top = top
         self.level = level
-        self.path: list[list[object]] = []
+        self.path: list[list[Any]] = []  # [node, index in it] from the top down
         self.last = False
 
     def seek(self, key: bytes) -> None:
@@ -229,7 +229,7 @@ class _Cursor:
         """
         path = self.path
         depth = len(path) - 1
-        while depth > 0 and key > path[depth][0].keys[-1]:  # type: ignore[attr-defined]
+        while depth > 0 and key > path[depth][0].keys[-1]:
             depth -= 1
         node = path[depth][0] if path else self.top
         del path[max(depth, 0) :]
@@ -240,26 +240,26 @@ class _Cursor:
                 i = end
             path.append([node, i])
             if node.level == self.level + 1:
-                self.last = all(j == len(n.keys) - 1 for n, j in path)  # type: ignore[attr-defined]
+                self.last = all(j == len(n.keys) - 1 for n, j in path)
                 return
             node = self.load(node.values[i])
 
     def current(self) -> tuple[bytes, bytes]:
         node, i = self.path[-1]
-        return node.keys[i], node.values[i]  # type: ignore[attr-defined]
+        return node.keys[i], node.values[i]
 
     def is_last(self) -> bool:
         return self.last
 
     def advance(self) -> None:
         depth = len(self.path) - 1
-        while self.path[depth][1] == len(self.path[depth][0].keys) - 1:  # type: ignore[attr-defined]
+        while self.path[depth][1] == len(self.path[depth][0].keys) - 1:
             depth -= 1
-        self.path[depth][1] += 1  # type: ignore[operator]
+        self.path[depth][1] += 1
         for d in range(depth + 1, len(self.path)):
             parent, i = self.path[d - 1]
-            self.path[d] = [self.load(parent.values[i]), 0]  # type: ignore[attr-defined]
-        self.last = all(i == len(node.keys) - 1 for node, i in self.path)  # type: ignore[attr-defined]
+            self.path[d] = [self.load(parent.values[i]), 0]
+        self.last = all(i == len(node.keys) - 1 for node, i in self.path)
 
 
 Edit = tuple[bytes, tuple[bytes, int] | None]

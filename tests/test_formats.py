@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import gc
 import io
 import os
 from collections.abc import Callable
@@ -21,7 +20,7 @@ from pycocotools.coco import COCO
 from benchmarks import datagen
 from dsvc.errors import InvalidInput, UnsupportedFormat
 from dsvc.formats import FORMATS, FrameRecord, ParsedSource, detect_format, get_format
-from dsvc.formats.common import check_name, paused_gc
+from dsvc.formats.common import check_name
 from dsvc.hashing import ObjectId
 from dsvc.model import RLE, Annotation, BBox, trusted_annotation, trusted_bbox, trusted_rle
 from dsvc.objects import Frame, Labels, Media, Source, decode_object, load
@@ -818,20 +817,6 @@ def test_source_path_must_stay_inside_the_repository(tmp_path: Path) -> None:
     for fmt in FORMATS:
         with pytest.raises(InvalidInput, match="escapes"):
             get_format(fmt).parse("../outside.json", "images", tmp_path)
-
-
-def test_paused_gc_restores_the_collector_state() -> None:
-    assert gc.isenabled()
-    with paused_gc():
-        assert not gc.isenabled()
-    assert gc.isenabled()
-    gc.disable()
-    try:
-        with paused_gc():
-            pass
-        assert not gc.isenabled()
-    finally:
-        gc.enable()
 
 
 def test_trusted_constructors_build_what_the_validating_ones_build() -> None:

@@ -12,6 +12,7 @@ LAYERS: dict[str, int] = {
     "errors": 0,
     "hashing": 0,
     "atomic": 0,
+    "gcpause": 0,
     "codec": 1,
     "objects": 1,
     "model": 1,

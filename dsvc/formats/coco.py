@@ -19,9 +19,9 @@ from dsvc.formats.common import (
     dump_json,
     join,
     load_json,
-    paused_gc,
     read_source,
 )
+from dsvc.gcpause import paused_gc
 from dsvc.objects import Frame, Labels, Source
 
 # Source.metadata key of what render needs beyond the file's own top-level keys (never a COCO key).

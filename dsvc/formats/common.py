@@ -4,9 +4,7 @@ JSON reading, and fast constructors for label values that were already validated
 from __future__ import annotations
 
 import codecs
-import gc
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
@@ -130,22 +128,6 @@ def load_json(data: bytes, path: str, line: int | None = None) -> Any:
 def dump_json(value: Any) -> bytes:
     """Serialise with orjson, which refuses NaN and writes tuples (from decoded objects) as arrays."""
     return orjson.dumps(value)
-
-
-@contextmanager
-def paused_gc() -> Iterator[None]:
-    """Pause the cyclic collector while millions of acyclic objects are built: its repeated full passes
-    over a growing heap otherwise double the parse time. On leaving, what survived is moved straight to the
-    oldest generation (freeze then unfreeze, no scan), so the next young collection does not walk it all."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.freeze()
-        gc.unfreeze()
-        if enabled:
-            gc.enable()
 
 
 def item_types(values: Iterable[Sequence[Any]]) -> set[type]:

@@ -20,12 +20,12 @@ from dsvc.formats.common import (
     keypoints_from_json,
     load_json,
     number,
-    paused_gc,
     polygon_from_json,
     read_source,
     rle_from_json,
     rle_to_json,
 )
+from dsvc.gcpause import paused_gc
 from dsvc.model import Annotation
 from dsvc.objects import Frame, Labels, Source
 
