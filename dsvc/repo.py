@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from dsvc import dataset, history, tree
+from dsvc.atomic import prune_empty_dirs
 from dsvc.config import Config
 from dsvc.errors import BadRevision, DsvcError, InvalidInput, NotARepository, RefConflict
 from dsvc.formats import detect_format, get_format
@@ -25,7 +26,15 @@ from dsvc.refs import HEAD, RefStore, check_ref_name
 from dsvc.store import DiskObjectStore
 from dsvc.workdir.checkout import CheckoutResult, checkout
 from dsvc.workdir.index import Index
-from dsvc.workdir.stage import Progress, SourceSpec, StageResult, empty_roots, no_progress, stage
+from dsvc.workdir.stage import (
+    Progress,
+    SourceSpec,
+    StageResult,
+    empty_roots,
+    no_progress,
+    stage,
+    tracked_under,
+)
 from dsvc.workdir.status import Changes, compare_roots, worktree_changes
 
 DSVC_DIR = ".dsvc"
@@ -217,6 +226,27 @@ class Repo:
                 stats=result.stats, forget=result.forget, staged=result.roots, stamps=result.stamps
             )
         return result
+
+    def rm(self, paths: Iterable[str], recursive: bool = False) -> list[str]:
+        """Delete tracked files (folders with recursive) from the working tree and stage their removal.
+
+        Every path is checked before anything is deleted, so a bad one leaves the tree as it was."""
+        staged = self.staged_roots()
+        doomed: list[str] = []
+        rels = [self.relative(p) for p in paths]
+        for rel in rels:
+            tracked = tracked_under(self.store, staged["files"], rel)
+            if (self.root / rel).is_dir() and not recursive:
+                raise InvalidInput("is a folder (use -r to remove it and everything under it)", path=rel)
+            if not tracked:
+                raise InvalidInput("is not a tracked file", path=rel or ".")
+            doomed += tracked
+        for rel in doomed:
+            full = self.root / rel
+            full.unlink(missing_ok=True)
+            prune_empty_dirs(full.parent, self.root)
+        self.add(rels)
+        return sorted(set(doomed))
 
     @bulk
     def status(self) -> Status:

@@ -396,6 +396,26 @@ def test_paths_are_relative_to_where_the_command_runs(versioned: Path) -> None:
     )
 
 
+def test_rm_checks_every_path_before_deleting_anything(versioned: Path) -> None:
+    root = versioned
+    before = tree_digest(root)
+    predictions = sorted(p.relative_to(root).as_posix() for p in (root / "predictions").glob("*.json"))
+    assert predictions
+    assert_one_line_error(dsvc("rm", "predictions", cwd=root, ok=False), "predictions", "use -r")
+    (root / "notes.txt").write_text("untracked")
+    assert_one_line_error(
+        dsvc("rm", predictions[0], "notes.txt", cwd=root, ok=False), "notes.txt", "not a tracked file"
+    )
+    assert tree_digest(root) == {**before, "notes.txt": tree_digest(root)["notes.txt"]}
+    (root / "notes.txt").unlink()
+
+    assert data("rm", "-r", "predictions", cwd=root) == {"removed": predictions}
+    assert not (root / "predictions").exists()
+    status = data("status", cwd=root)
+    assert sorted(status["staged"]["files"]["removed"]) == predictions
+    assert not any(status["unstaged"]["files"].values())
+
+
 def test_a_tracked_file_that_becomes_a_source_leaves_the_files_map(versioned: Path) -> None:
     root = versioned
     line = {

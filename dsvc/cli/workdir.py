@@ -102,18 +102,18 @@ def add(ctx: click.Context, paths: tuple[str, ...], require_media: bool) -> None
     epilog="""\b
 Examples:
   dsvc rm images/bad_frame.jpg
+  dsvc rm -r images/night/
 """
 )
 @click.argument("paths", nargs=-1, required=True)
+@click.option("-r", "recursive", is_flag=True, help="Remove folders and everything under them.")
 @reporting
 @click.pass_context
-def rm(ctx: click.Context, paths: tuple[str, ...]) -> None:
-    """Delete files from the working tree and stage their removal."""
+def rm(ctx: click.Context, paths: tuple[str, ...], recursive: bool) -> None:
+    """Delete tracked files from the working tree and stage their removal."""
     repo = open_repo(ctx)
-    for path in paths:
-        (repo.root / repo.relative(str(cwd(ctx) / path))).unlink(missing_ok=True)
-    repo.add([str(cwd(ctx) / p) for p in paths])
-    output(ctx).report({"removed": list(paths)}, "\n".join(f"rm {p}" for p in paths))
+    removed = repo.rm([str(cwd(ctx) / p) for p in paths], recursive)
+    output(ctx).report({"removed": removed}, "\n".join(f"rm {p}" for p in removed))
 
 
 def _changes_text(title: str, changes: Changes) -> list[str]:

@@ -110,13 +110,15 @@ def source_stamp(root: Path, spec: SourceSpec, owned: Iterable[str]) -> bytes:
     return hash_bytes(codec.encode(parts))
 
 
-def _tracked_under(store: ObjectStore, files_root: ObjectId, path: str) -> bool:
-    """Tell whether the files map has path, or anything under path/ (a deleted file or folder)."""
+def tracked_under(store: ObjectStore, files_root: ObjectId, path: str) -> list[str]:
+    """The paths of the files map that are path itself or under path/ (a file or a folder)."""
     key = path.encode()
     # [key, key + "0") holds key and key + "/..." ("0" is the byte after "/"), and a few siblings to skip
-    return any(
-        k == key or k.startswith(key + b"/") for k, _ in tree.items(store, files_root, key, key + b"0")
-    )
+    return [
+        k.decode()
+        for k, _ in tree.items(store, files_root, key, key + b"0")
+        if k == key or k.startswith(key + b"/")
+    ]
 
 
 def _in_scope(path: str, under: list[str] | None) -> bool:
@@ -141,7 +143,7 @@ def stage(
     owned = owned_paths(root, specs)
     scanned = list(scan(root, under, owned))
     for path in under or ():
-        if not (root / path).exists() and not _tracked_under(store, base["files"], path):
+        if not (root / path).exists() and not tracked_under(store, base["files"], path):
             raise InvalidInput("matches no file in the working tree or in the staged state", path=path)
     files = list(resolve_files(root, progress(scanned, len(scanned), "reading files"), cache, store))
     for state in files:
