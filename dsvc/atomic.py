@@ -25,6 +25,13 @@ def temp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{secrets.token_hex(6)}")
 
 
+def naming(exc: OSError, path: Path) -> OSError:
+    """The same error, naming path when the OS did not (writes through a descriptor name no file)."""
+    if exc.filename is not None:
+        return exc
+    return type(exc)(exc.errno, exc.strerror or str(exc), str(path))
+
+
 def fsync_dir(folder: Path) -> None:
     """Make a rename or create inside folder durable."""
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
@@ -41,6 +48,10 @@ def write_file(path: Path, data: bytes, mode: int = 0o644) -> None:
     try:
         write_all(fd, data)
         os.fsync(fd)
+    except OSError as exc:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise naming(exc, path) from None
     except BaseException:
         os.close(fd)
         tmp.unlink(missing_ok=True)

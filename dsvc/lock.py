@@ -10,6 +10,7 @@ import fcntl
 import os
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -22,9 +23,13 @@ POLL_S = 0.05
 class WriterLock:
     """Context manager holding `.dsvc/lock` exclusively; waits up to `wait_s`, then raises LockHeld."""
 
-    def __init__(self, path: Path, wait_s: float = DEFAULT_WAIT_S) -> None:
+    def __init__(
+        self, path: Path, wait_s: float = DEFAULT_WAIT_S, on_acquire: Callable[[], None] | None = None
+    ) -> None:
+        """on_acquire runs each time the lock is newly taken: the moment no other writer can be running."""
         self.path = path
         self.wait_s = wait_s
+        self.on_acquire = on_acquire
         self._fd: int | None = None
         self._depth = 0
 
@@ -58,6 +63,12 @@ class WriterLock:
         os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
         self._fd = fd
         self._depth = 1
+        if self.on_acquire is not None:
+            try:
+                self.on_acquire()
+            except BaseException:
+                self.release()
+                raise
 
     def release(self) -> None:
         self._depth -= 1

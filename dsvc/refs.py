@@ -65,6 +65,14 @@ class RefStore:
     def _path(self, name: str) -> Path:
         return self.root / check_ref_name(name)
 
+    def remove_stale_locks(self) -> int:
+        """Delete `<ref>.lock` files a killed updater left; call only with the repository's writer lock
+        held, which every ref update takes. Return how many were removed."""
+        stale = [*self.root.glob(f"{HEAD}.lock"), *(self.root / "refs").rglob("*.lock")]
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return len(stale)
+
     def read_raw(self, name: str) -> str | None:
         """Return a ref file's content (an id or `ref: target`), or None if it does not exist."""
         try:

@@ -113,7 +113,15 @@ class Repo:
 
     def lock(self) -> WriterLock:
         """The writer lock: hold it around anything that writes objects or moves refs."""
-        return WriterLock(self.dsvc_dir / "lock")
+        return WriterLock(self.dsvc_dir / "lock", on_acquire=self._remove_leftovers)
+
+    def _remove_leftovers(self) -> None:
+        """Delete what a killed writer left (temporary files, ref locks): with the writer lock held, no
+        other writer can be using them."""
+        self.store.remove_temporaries()
+        self.refs.remove_stale_locks()
+        for path in self.dsvc_dir.glob(".*.tmp-*"):  # a config being rewritten
+            path.unlink(missing_ok=True)
 
     def hash_objects(self, paths: Iterable[Path], write: bool = False) -> list[ObjectId]:
         """Return each file's blob id (its BLAKE3); with write, store the files as blobs."""
@@ -375,7 +383,8 @@ class Repo:
         ref = check_ref_name(f"refs/{kind}/{name}")
         commit = self.rev_parse(rev, commit=True)
         try:
-            self.refs.add_if_new(ref, commit, f"{kind}: created from {rev}")
+            with self.lock():
+                self.refs.add_if_new(ref, commit, f"{kind}: created from {rev}")
         except RefConflict:
             raise DsvcError(f"{kind[:-1] if kind.endswith('s') else kind} {name!r} already exists") from None
         return commit
@@ -387,7 +396,8 @@ class Repo:
             raise BadRevision(f"no such {kind[:-1]}: {name}")
         if kind == "heads" and self.refs.symbolic_target(HEAD) == ref:
             raise DsvcError(f"cannot delete the branch you are on: {name}")
-        self.refs.remove_if_equals(ref, current, f"{kind}: deleted")
+        with self.lock():
+            self.refs.remove_if_equals(ref, current, f"{kind}: deleted")
 
     def checkpoint(self, name: str) -> tuple[ObjectId, Checkpoint]:
         oid = self.refs.read(check_ref_name(f"refs/checkpoints/{name}"))

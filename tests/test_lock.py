@@ -67,3 +67,20 @@ def test_the_lock_is_reentrant_within_a_process(tmp_path: Path) -> None:
         pass
     with WriterLock(tmp_path / "lock", wait_s=0.1):
         pass
+
+
+def test_on_acquire_runs_once_per_acquisition_and_a_failure_releases(tmp_path: Path) -> None:
+    calls = []
+    lock = WriterLock(tmp_path / "lock", on_acquire=lambda: calls.append(1))
+    with lock, lock:  # re-entry does not run it again
+        pass
+    assert calls == [1]
+
+    def fail() -> None:
+        raise OSError("cannot clean up")
+
+    failing = WriterLock(tmp_path / "lock", on_acquire=fail)
+    with pytest.raises(OSError, match="cannot clean up"):
+        failing.acquire()
+    with WriterLock(tmp_path / "lock", wait_s=0.1):  # not left held
+        pass

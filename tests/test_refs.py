@@ -96,3 +96,12 @@ def test_failed_update_leaves_no_lock(refs: RefStore) -> None:
         refs.set_if_equals("refs/heads/main", B, C)
     assert not (refs.root / "refs/heads/main.lock").exists()
     refs.set_if_equals("refs/heads/main", A, C)
+
+
+def test_stale_ref_locks_are_removed_on_request(refs: RefStore) -> None:
+    refs.add_if_new("refs/heads/main", A)
+    (refs.root / "refs/heads/main.lock").write_text("")
+    (refs.root / "HEAD.lock").write_text("")
+    assert refs.remove_stale_locks() == 2
+    refs.set_if_equals("refs/heads/main", A, B)
+    assert refs.read("refs/heads/main") == B and refs.remove_stale_locks() == 0

@@ -305,3 +305,15 @@ def test_a_reader_survives_another_processes_repack(tmp_path: Path) -> None:
     assert writer.repack() == 5
     assert [reader.get(o) for o in ids] == [b"%d" % i for i in range(5)]
     assert len(reader.packs()) == 1
+
+
+def test_leftovers_of_a_killed_writer_are_removed_and_stored_objects_kept(tmp_path: Path) -> None:
+    store = DiskObjectStore.create(tmp_path / "objects")
+    oid = store.put(b"kept")
+    big = store.put_blob(b"x" * (2 << 20))
+    (tmp_path / "objects" / "packs" / ".new.pack.tmp-0123456789ab").write_bytes(b"half a pack")
+    (tmp_path / "objects" / "tmp" / "blob-0123456789abcdef").write_bytes(b"half a blob")
+    assert store.remove_temporaries() == 2
+    assert store.remove_temporaries() == 0
+    assert store.get(oid) == b"kept" and store.read_blob(big) == b"x" * (2 << 20)
+    assert list(store.verify()) == []

@@ -46,6 +46,14 @@ class DiskObjectStore(ObjectStore):
             (root / sub).mkdir(parents=True, exist_ok=True)
         return cls(root, compression_level)
 
+    def remove_temporaries(self) -> int:
+        """Delete half-written packs and blobs a killed writer left; call only with the writer lock held.
+        Return how many were removed."""
+        leftovers = [*self.pack_dir.glob(".*.tmp-*"), *(self.root / "tmp").iterdir()]
+        for path in leftovers:
+            path.unlink(missing_ok=True)
+        return len(leftovers)
+
     def packs(self) -> list[PackReader]:
         """Return the readers of every pack, including packs other processes wrote since the last look."""
         self._refresh()

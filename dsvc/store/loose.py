@@ -13,7 +13,7 @@ import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
-from dsvc.atomic import fsync_dir, fsync_path, start_writeback, write_all
+from dsvc.atomic import fsync_dir, fsync_path, naming, start_writeback, write_all
 from dsvc.errors import CorruptObject, ObjectMissing
 from dsvc.hashing import CHUNK, HEX_SIZE, ObjectId, hasher, iter_chunks
 
@@ -82,6 +82,10 @@ class LooseBlobs:
                 size += len(chunk)
             if self._pending is None:
                 os.fsync(fd)
+        except OSError as exc:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise naming(exc, self.tmp) from None
         except BaseException:
             os.close(fd)
             tmp.unlink(missing_ok=True)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from dsvc import codec
-from dsvc.atomic import fsync_dir, fsync_path, start_writeback, temp_name
+from dsvc.atomic import fsync_dir, fsync_path, naming, start_writeback, temp_name
 from dsvc.errors import CorruptObject, UnsupportedFormat
 from dsvc.hashing import ID_SIZE, ObjectId, hash_bytes, hasher
 
@@ -161,24 +161,31 @@ def write_pack_data(folder: Path, entries: Iterable[tuple[ObjectId, bytes]]) -> 
     offset_list: list[int] = []
     length_list: list[int] = []
     pack_tmp = temp_name(folder / "new.pack")
-    with open(pack_tmp, "wb") as handle:
-        handle.write(PACK_HEADER.pack(PACK_MAGIC, PACK_VERSION))
-        offset = synced = PACK_HEADER.size
-        for oid, stored in entries:
-            if id_list and oid <= id_list[-1]:
-                raise ValueError("pack entries must be sorted by id and unique")
-            name_hash.update(oid)
-            id_list.append(oid)
-            offset_list.append(offset)
-            length_list.append(len(stored))
-            handle.write(stored)
-            offset += len(stored)
-            if offset - synced >= WRITEBACK_EVERY:
-                handle.flush()
-                start_writeback(handle.fileno(), synced, offset - synced)
-                synced = offset
-        handle.flush()
-        start_writeback(handle.fileno(), synced, offset - synced)
+    try:
+        with open(pack_tmp, "wb") as handle:
+            handle.write(PACK_HEADER.pack(PACK_MAGIC, PACK_VERSION))
+            offset = synced = PACK_HEADER.size
+            for oid, stored in entries:
+                if id_list and oid <= id_list[-1]:
+                    raise ValueError("pack entries must be sorted by id and unique")
+                name_hash.update(oid)
+                id_list.append(oid)
+                offset_list.append(offset)
+                length_list.append(len(stored))
+                handle.write(stored)
+                offset += len(stored)
+                if offset - synced >= WRITEBACK_EVERY:
+                    handle.flush()
+                    start_writeback(handle.fileno(), synced, offset - synced)
+                    synced = offset
+            handle.flush()
+            start_writeback(handle.fileno(), synced, offset - synced)
+    except OSError as exc:
+        pack_tmp.unlink(missing_ok=True)
+        raise naming(exc, folder) from None
+    except BaseException:
+        pack_tmp.unlink(missing_ok=True)
+        raise
     ids = np.array(id_list, dtype=ID_DTYPE)
     offsets = np.array(offset_list, dtype="<u8")
     lengths = np.array(length_list, dtype="<u4")
@@ -203,10 +210,14 @@ def finish_pack(pending: PendingPack) -> str:
     folder, name = pending.folder, pending.index.name
     fsync_path(pending.tmp)
     index_tmp = temp_name(folder / "new.idx")
-    with open(index_tmp, "wb") as handle:
-        handle.write(pending.index_body + hash_bytes(pending.index_body))
-        handle.flush()
-        os.fsync(handle.fileno())
+    try:
+        with open(index_tmp, "wb") as handle:
+            handle.write(pending.index_body + hash_bytes(pending.index_body))
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as exc:
+        index_tmp.unlink(missing_ok=True)
+        raise naming(exc, folder) from None
     os.replace(pending.tmp, folder / f"{name}.pack")
     os.replace(index_tmp, folder / f"{name}.idx")
     fsync_dir(folder)
