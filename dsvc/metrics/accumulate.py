@@ -38,8 +38,11 @@ def accumulate(cells: Cells, image_pos: np.ndarray, n_classes: int, params: Para
     """Precision at the recall thresholds and final recall for every class, area range and maxDets.
 
     image_pos gives each frame of the cells (by `d_frame`) its place in image order."""
-    n_t, n_r, n_a, n_m = len(params.iou_thresholds), len(params.recall_thresholds), len(params.area_ranges), len(
-        params.max_dets
+    n_t, n_r, n_a, n_m = (
+        len(params.iou_thresholds),
+        len(params.recall_thresholds),
+        len(params.area_ranges),
+        len(params.max_dets),
     )
     precision = -np.ones((n_t, n_r, n_classes, n_a, n_m))
     recall = -np.ones((n_t, n_classes, n_a, n_m))

@@ -70,7 +70,7 @@ def _ranks(keys: np.ndarray) -> np.ndarray:
     return np.arange(n) - np.repeat(starts, np.diff(np.r_[starts, n]))
 
 
-def _pairs(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def expand_ranges(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(row, j) for every row and every j in [lo[row], hi[row]), rows in order."""
     count = hi - lo
     rows = np.repeat(np.arange(len(lo)), count)
@@ -113,7 +113,7 @@ def match(gt: Boxes, dt: Boxes, n_classes: int, params: Params) -> Cells:
 
     # Same-cell pairs that reach the lowest threshold: the only ones that can ever match.
     g_key, d_key = g_frame * n_classes + g_cls, d_frame * n_classes + d_cls
-    pd, pg = _pairs(np.searchsorted(g_key, d_key, "left"), np.searchsorted(g_key, d_key, "right"))
+    pd, pg = expand_ranges(np.searchsorted(g_key, d_key, "left"), np.searchsorted(g_key, d_key, "right"))
     pv = box_iou(d_box[pd], g_box[pg], g_crowd[pg])
     keep = pv >= thr[0]
     pd, pg, pv = pd[keep], pg[keep], pv[keep]
@@ -206,7 +206,7 @@ def _other_class(
     """Per detection, the non-crowd ground truth of another class in its frame it overlaps most (row
     within the frame, -1 if none) and that IoU: what the confusion matrix calls a class confusion."""
     frame_lo = np.searchsorted(g_frame, d_frame, "left")
-    pd, pg = _pairs(frame_lo, np.searchsorted(g_frame, d_frame, "right"))
+    pd, pg = expand_ranges(frame_lo, np.searchsorted(g_frame, d_frame, "right"))
     other = (g_cls[pg] != d_cls[pd]) & ~g_crowd[pg]
     pd, pg = pd[other], pg[other]
     if len(pd) == 0:

@@ -23,7 +23,12 @@ class Params:
     iou_thresholds: tuple[float, ...] = tuple(np.linspace(0.5, 0.95, 10).tolist())
     recall_thresholds: tuple[float, ...] = tuple(np.linspace(0.0, 1.0, 101).tolist())
     max_dets: tuple[int, ...] = (1, 10, 100)
-    area_ranges: tuple[tuple[float, float], ...] = ((0.0, 1e10), (0.0, 1024.0), (1024.0, 9216.0), (9216.0, 1e10))
+    area_ranges: tuple[tuple[float, float], ...] = (
+        (0.0, 1e10),
+        (0.0, 1024.0),
+        (1024.0, 9216.0),
+        (9216.0, 1e10),
+    )
 
     @property
     def ious(self) -> np.ndarray:

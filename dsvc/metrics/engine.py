@@ -1,0 +1,208 @@
+"""Evaluating predictions against a version's labels, incrementally.
+
+A frame's cells depend only on its labels object, its predictions object and the parameters, so they are
+cached under (labels id, predictions id) in a folder per parameters digest: evaluating a new checkpoint
+computes cells only for frames whose labels or predictions changed (or that are new), then accumulates
+all cells again. The image order (COCO image ids) depends on the frames map only and is cached by its
+root, so a relabel reads no Frame objects at all.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from dsvc import tree
+from dsvc.atomic import write_file
+from dsvc.hashing import ID_SIZE, ObjectId
+from dsvc.metrics import accumulate as acc
+from dsvc.metrics.cache import CellCache, FrameClasses, gather, make_segment
+from dsvc.metrics.inference import catalog
+from dsvc.metrics.match import Boxes, Cells, match
+from dsvc.metrics.params import Params
+from dsvc.metrics.thresholds import ClassificationView, ThresholdView, classification_view, detection_view
+from dsvc.model import Annotation
+from dsvc.objects import Labels, load
+from dsvc.store import ObjectStore
+
+NONE = bytes(ID_SIZE)
+MATCH_BATCH = 8192  # frames matched at once: bounds the memory of the matching step
+
+
+@dataclass(frozen=True)
+class FrameCounts:
+    """How many frames an evaluation covered, and how many of them needed new cells."""
+
+    evaluated: int
+    recomputed: int
+    reused: int
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Everything `dsvc eval` reports for one inference set on one version."""
+
+    stats: dict[str, float]
+    classes: tuple[str, ...]
+    ap: tuple[float, ...]
+    detection: ThresholdView
+    classification: ClassificationView | None
+    frames: FrameCounts
+    iou: float
+    conf: float
+
+
+@dataclass(frozen=True)
+class ImageOrder:
+    """Frame ids of a version (key order), each frame's position in image order, the declared classes."""
+
+    frames: tuple[str, ...]
+    position: np.ndarray
+    classes: tuple[str, ...]
+
+
+def image_order(store: ObjectStore, roots: Mapping[str, ObjectId], cache_root: Path) -> ImageOrder:
+    """The image order of a version, cached under its frames and sources roots."""
+    path = cache_root / f"order-{roots['frames'].hex()[:32]}-{roots['sources'].hex()[:16]}.npz"
+    if path.is_file():
+        with np.load(path, allow_pickle=False) as z:
+            return ImageOrder(tuple(z["frames"].tolist()), z["position"], tuple(z["classes"].tolist()))
+    cat = catalog(store, roots)
+    order = ImageOrder(cat.frames, np.array(cat.order, dtype=np.int64), cat.classes)
+    out = io.BytesIO()
+    np.savez(
+        out,
+        frames=np.array(order.frames, dtype=str),
+        position=order.position,
+        classes=np.array(order.classes, dtype=str),
+    )
+    cache_root.mkdir(parents=True, exist_ok=True)
+    write_file(path, out.getvalue())
+    return order
+
+
+def _boxes(rows: list[tuple[int, int, Annotation]], detections: bool) -> Boxes:
+    """Columns of the boxed annotations (frame, class code, annotation)."""
+    n = len(rows)
+    box = np.array([a.bbox.to_value() for _, _, a in rows if a.bbox], dtype=float).reshape(n, 4)
+    if detections:
+        area = box[:, 2] * box[:, 3]
+    else:
+        area = np.array([a.area if a.area is not None else a.bbox.area for _, _, a in rows if a.bbox])
+    return Boxes(
+        np.array([f for f, _, _ in rows], dtype=np.int64),
+        np.array([c for _, c, _ in rows], dtype=np.int64),
+        box,
+        area.reshape(n),
+        np.array([a.iscrowd and not detections for _, _, a in rows], dtype=bool),
+        np.array([not detections and type(a.id) is int and a.id == 0 for _, _, a in rows], dtype=bool),
+        np.array([(a.score or 0.0) if detections else 0.0 for _, _, a in rows], dtype=float),
+    )
+
+
+def _whole_image(ann: Annotation) -> bool:
+    return ann.bbox is None and ann.polygon is None and ann.mask is None and ann.keypoints is None
+
+
+def compute_cells(store: ObjectStore, keys: Sequence[bytes], params: Params, cache: CellCache) -> None:
+    """Match the frames of the given keys and add their cells to the cache."""
+    for start in range(0, len(keys), MATCH_BATCH):
+        chunk = keys[start : start + MATCH_BATCH]
+        ids = {ObjectId(k[i : i + ID_SIZE]) for k in chunk for i in (0, ID_SIZE)} - {NONE}
+        objects = {oid: load(data, Labels) for oid, data in store.get_many(sorted(ids))}
+        classes: dict[str, int] = {}
+        gts: list[tuple[int, int, Annotation]] = []
+        dts: list[tuple[int, int, Annotation]] = []
+        true = np.full(len(chunk), -1, dtype=np.int64)
+        pred = np.full(len(chunk), -1, dtype=np.int64)
+        score = np.zeros(len(chunk))
+        for f, key in enumerate(chunk):
+            for side, oid in ((gts, key[:ID_SIZE]), (dts, key[ID_SIZE:])):
+                if oid == NONE:
+                    continue
+                for ann in objects[ObjectId(oid)].annotations:
+                    code = classes.setdefault(ann.label, len(classes))
+                    if ann.bbox is not None:
+                        side.append((f, code, ann))
+                    elif _whole_image(ann) and side is gts and true[f] < 0:
+                        true[f] = code
+                    elif _whole_image(ann) and side is dts and (pred[f] < 0 or (ann.score or 0.0) > score[f]):
+                        pred[f], score[f] = code, ann.score or 0.0
+        cells = match(_boxes(gts, False), _boxes(dts, True), max(len(classes), 1), params)
+        names = sorted(classes, key=classes.__getitem__)
+        cache.add(make_segment(list(chunk), names, cells, FrameClasses(true, pred, score)))
+
+
+def frame_keys(
+    store: ObjectStore, labels_root: ObjectId, predictions_root: ObjectId, frames: Sequence[str]
+) -> list[bytes]:
+    """(labels id, predictions id) of each frame, zeros where it has none: the cache key of its cells."""
+    labels = dict(tree.items(store, labels_root))
+    predictions = dict(tree.items(store, predictions_root))
+    out = []
+    for frame in frames:
+        key = frame.encode()
+        out.append(labels.get(key, NONE) + predictions.get(key, NONE))
+    return out
+
+
+def evaluate(
+    store: ObjectStore,
+    cache_root: Path,
+    roots: Mapping[str, ObjectId],
+    predictions_root: ObjectId,
+    params: Params,
+    iou: float = 0.5,
+    conf: float = 0.5,
+    only: Collection[str] | None = None,
+) -> Evaluation:
+    """Evaluate a predictions map against a version (restricted to the frames in `only` when given)."""
+    t = params.iou_index(iou)
+    order = image_order(store, roots, cache_root)
+    chosen = np.arange(len(order.frames))
+    if only is not None:
+        wanted = set(only)
+        chosen = np.array([i for i, f in enumerate(order.frames) if f in wanted], dtype=np.int64)
+    frames = [order.frames[i] for i in chosen.tolist()]
+    keys = frame_keys(store, roots["labels"], predictions_root, frames)
+    cache = CellCache(cache_root / params.digest())
+    missing = list(dict.fromkeys(k for k in keys if k not in cache.index))
+    compute_cells(store, missing, params, cache)
+    fresh = set(missing)
+    recomputed = sum(1 for k in keys if k in fresh)
+    names = sorted({str(c) for seg in cache.segments for c in seg.classes.tolist()} - set(order.classes))
+    every = [*order.classes, *names]
+    got = gather(cache, keys, every)
+    classes, cells, fc = _used_classes(got.cells, got.frame_classes, every, len(order.classes))
+    k = len(classes)
+    result = acc.accumulate(cells, order.position[chosen], k, params)
+    return Evaluation(
+        acc.summarize(result, params),
+        classes,
+        tuple(acc.class_ap(result).tolist()),
+        detection_view(cells, k, t, params.iou_thresholds[t], conf),
+        classification_view(fc, k, conf),
+        FrameCounts(len(frames), recomputed, len(frames) - recomputed),
+        params.iou_thresholds[t],
+        conf,
+    )
+
+
+def _used_classes(
+    cells: Cells, fc: FrameClasses, every: list[str], declared: int
+) -> tuple[tuple[str, ...], Cells, FrameClasses]:
+    """Keep the declared classes and those the evaluated frames use, renumbered."""
+    used = np.zeros(len(every) + 1, dtype=bool)
+    used[:declared] = True
+    for codes in (cells.d_cls, cells.g_cls, fc.true, fc.pred):
+        used[codes[codes >= 0]] = True
+    used[-1] = False
+    new = np.full(len(every) + 1, -1, dtype=np.int64)
+    new[np.flatnonzero(used)] = np.arange(int(used.sum()))
+    renumbered = replace(cells, d_cls=new[cells.d_cls], g_cls=new[cells.g_cls])
+    classes = tuple(every[i] for i in np.flatnonzero(used[:-1]).tolist())
+    return classes, renumbered, FrameClasses(new[fc.true], new[fc.pred], fc.score)
