@@ -40,7 +40,7 @@ class FrameClasses:
 class Segment:
     """Cells of some frames: per-frame keys and offsets into the detection and ground truth columns."""
 
-    keys: np.ndarray  # (n,) S64
+    keys: np.ndarray  # (n, KEY_SIZE) uint8 (a bytes dtype would drop trailing zero bytes)
     classes: np.ndarray  # class names the codes index
     d_start: np.ndarray  # (n + 1,)
     g_start: np.ndarray  # (n + 1,)
@@ -120,7 +120,7 @@ def make_segment(keys: Sequence[bytes], classes: Sequence[str], cells: Cells, fc
     """A segment from a batch's cells (d_frame / g_frame index keys)."""
     n = len(keys)
     return Segment(
-        np.array(keys, dtype=f"S{KEY_SIZE}"),
+        np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(n, KEY_SIZE),
         np.array(classes, dtype=str),
         _offsets(cells.d_frame, n),
         _offsets(cells.g_frame, n),
@@ -145,7 +145,10 @@ class CellCache:
         number = len(self.segments)
         self.segments.append(seg)
         self.paths.append(path)
-        self.index.update((bytes(k), (number, row)) for row, k in enumerate(seg.keys.tolist()))
+        data = seg.keys.tobytes()
+        self.index.update(
+            (data[row * KEY_SIZE : (row + 1) * KEY_SIZE], (number, row)) for row in range(len(seg.keys))
+        )
 
     def add(self, seg: Segment) -> None:
         """Store a segment durably and index it; merge all segments when there are too many."""
