@@ -34,6 +34,7 @@ def stat_text(value: float | None) -> str:
 
 
 SHOWN_STATS = ("AP", "AP50", "AP75", "AR100")
+MAX_MATRIX = 16  # classes (with background) a terminal table shows
 
 
 def _signed(value: float | None) -> str:
@@ -145,11 +146,14 @@ def evaluate(ctx: click.Context, name: str, rev: str, iou: float, conf: float) -
     text = evaluation_text(doc)
     matrix = doc["confusion"]
     text.append(f"  confusion at IoU {ev.iou:g}, confidence {conf:g} (rows true, columns predicted):")
-    text.append("  \t" + "\t".join(matrix["classes"]))
-    text += [
-        f"  {c}\t" + "\t".join(map(str, row))
-        for c, row in zip(matrix["classes"], matrix["matrix"], strict=True)
-    ]
+    if len(matrix["classes"]) > MAX_MATRIX:
+        text.append(f"  ({len(matrix['classes'])} classes: see --json)")
+    else:
+        text.append("  \t" + "\t".join(matrix["classes"]))
+        text += [
+            f"  {c}\t" + "\t".join(map(str, row))
+            for c, row in zip(matrix["classes"], matrix["matrix"], strict=True)
+        ]
     output(ctx).report(doc, "\n".join(text))
 
 
