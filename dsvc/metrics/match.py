@@ -120,10 +120,11 @@ def match(gt: Boxes, dt: Boxes, n_classes: int, params: Params) -> Cells:
     winner = _greedy(pd, pg, pv, d_key, g_crowd, g_ignored, thr, n_d, n_g)
 
     has = winner >= 0
-    wg = np.where(has, winner, 0)
-    d_matched = has & ~g_zero[wg]
+    wg = np.where(has, winner, n_g)  # row n_g: a sentinel, for detections that matched nothing
+    d_matched = has & ~np.r_[g_zero, False][wg]
+    sentinel_ignored = np.vstack([g_ignored, np.zeros((1, n_a), dtype=bool)])
     outside = (d_area[:, None] < lo_a) | (d_area[:, None] > hi_a)
-    d_ignored = (has & g_ignored[wg, np.arange(n_a)[None, :, None]]) | (~d_matched & outside[:, :, None])
+    d_ignored = (sentinel_ignored[wg, np.arange(n_a)[None, :, None]]) | (~d_matched & outside[:, :, None])
     g_score = np.full((n_g, n_t), -np.inf)
     di, ti = np.nonzero(has[:, 0, :])
     g_score[winner[di, 0, ti], ti] = d_score[di]
