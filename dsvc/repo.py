@@ -497,13 +497,15 @@ class Repo:
         return {found.name: self.evaluate(found.name, rev)[2] for _, found in self.inferences()}
 
     def evaluations(self, rev: str = HEAD) -> dict[str, dict[str, Any]]:
-        """Stored evaluation documents of the current inference sets at rev (those that ran)."""
+        """Stored evaluation documents at rev: per inference set, of its newest version evaluated there."""
         commit = self.rev_parse(rev, commit=True)
         out = {}
-        for version, found in self.inferences():
-            doc = report.load_summary(self.metrics_cache, commit, version)
-            if doc is not None:
-                out[found.name] = doc
+        for _, found in self.inferences():
+            for version, _ in self.inference_log(found.name):
+                doc = report.load_summary(self.metrics_cache, commit, version)
+                if doc is not None:
+                    out[found.name] = doc
+                    break
         return out
 
     def compare(self, a: str, b: str, models: Iterable[str], restrict: bool = False) -> Comparison:
