@@ -18,7 +18,9 @@ from dsvc.metrics.match import Boxes, match
 from dsvc.metrics.params import DEFAULT, STAT_NAMES
 
 
-def reference(gt: dict[str, Any], results: list[dict[str, Any]], images: Collection[Any] | None = None) -> COCOeval:
+def reference(
+    gt: dict[str, Any], results: list[dict[str, Any]], images: Collection[Any] | None = None
+) -> COCOeval:
     """pycocotools' evaluation with default bbox parameters (imgIds restricted when images is given)."""
     with contextlib.redirect_stdout(io.StringIO()):
         coco = COCO()

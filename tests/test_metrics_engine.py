@@ -37,7 +37,9 @@ def two_versions(tmp_path: Path) -> tuple[Repo, datagen.Mutation, Path]:
     repo.add()
     repo.commit("v1", WHO)
     for model in ds.models:
-        repo.infer_import(model, ds.root / "predictions" / f"{model}.json", "coco", WHO, message="more frames")
+        repo.infer_import(
+            model, ds.root / "predictions" / f"{model}.json", "coco", WHO, message="more frames"
+        )
     return repo, mutation, tmp_path / "v0.json"
 
 
@@ -112,7 +114,9 @@ def test_inference_versions_and_unknown_ids(two_versions: tuple[Repo, datagen.Mu
                                for i in range(7)] + [{"image_id": 100, "category_id": 4, "bbox": [0, 0, 1, 1],
                                                       "score": 1}]))  # fmt: skip
     before = repo.inference("model_a")[0]
-    with pytest.raises(InvalidInput, match=r"7 unknown image ids \(99999, 100000, .*, \.\.\.\); 1 unknown category"):
+    with pytest.raises(
+        InvalidInput, match=r"7 unknown image ids \(99999, 100000, .*, \.\.\.\); 1 unknown category"
+    ):
         repo.infer_import("model_a", bad, "coco", WHO)
     assert repo.inference("model_a")[0] == before
     with pytest.raises(BadRevision, match="no such inference set"):
@@ -123,8 +127,8 @@ def test_threshold_view_and_classification(tmp_path: Path) -> None:
     root = tmp_path / "repo"
     root.mkdir()
     lines = [
-        {"id": "a.jpg", "labels": [{"class": "cat", "bbox": [0, 0, 10, 10]}, {"class": "dog", "bbox": [50, 50, 10, 10]},
-                                   {"class": "indoor"}]},
+        {"id": "a.jpg", "labels": [{"class": "cat", "bbox": [0, 0, 10, 10]},
+                                   {"class": "dog", "bbox": [50, 50, 10, 10]}, {"class": "indoor"}]},
         {"id": "b.jpg", "labels": [{"class": "dog", "bbox": [0, 0, 10, 10]}, {"class": "outdoor"}]},
         {"id": "c.jpg", "labels": [{"class": "outdoor"}]},
     ]  # fmt: skip

@@ -125,7 +125,12 @@ def test_a_generated_dataset_through_a_repository_matches_pycocotools(tmp_path: 
         _, _, ev = repo.evaluate(model)
         expected = reference(gt, json.loads(path.read_text()))
         assert_same(ev.stats, stats_of(expected))
-        aps = [float(np.mean(p[p > -1])) if (p := expected.eval["precision"][:, :, k, 0, -1]).max() > -1 else -1.0
-               for k in range(len(gt["categories"]))]  # fmt: skip
         names = [c["name"] for c in sorted(gt["categories"], key=lambda c: c["id"])]
-        assert dict(zip(ev.classes, ev.ap, strict=True)) == pytest.approx(dict(zip(names, aps, strict=True)), abs=1e-12)
+        per_class = expected.eval["precision"][:, :, :, 0, -1]
+        aps = [
+            float(np.mean(p[p > -1])) if (p := per_class[:, :, k]).max() > -1 else -1.0
+            for k in range(len(names))
+        ]
+        assert dict(zip(ev.classes, ev.ap, strict=True)) == pytest.approx(
+            dict(zip(names, aps, strict=True)), abs=1e-12
+        )
