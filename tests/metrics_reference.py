@@ -64,7 +64,7 @@ def direct(gt: dict[str, Any], results: list[dict[str, Any]]) -> Accumulated:
         )
 
     cells = match(boxes(gt["annotations"], True), boxes(results, False), len(cats), DEFAULT)
-    return accumulate(cells, np.arange(len(images)), len(cats), DEFAULT)
+    return accumulate(cells, np.arange(len(images)), len(cats), DEFAULT, every_max_dets=True)
 
 
 def direct_stats(gt: dict[str, Any], results: list[dict[str, Any]]) -> dict[str, float]:

@@ -34,51 +34,72 @@ def ground_truth_counts(cells: Cells, n_classes: int) -> np.ndarray:
     return counts
 
 
-def accumulate(cells: Cells, image_pos: np.ndarray, n_classes: int, params: Params) -> Accumulated:
+def accumulate(
+    cells: Cells, image_pos: np.ndarray, n_classes: int, params: Params, every_max_dets: bool = False
+) -> Accumulated:
     """Precision at the recall thresholds and final recall for every class, area range and maxDets.
 
-    image_pos gives each frame of the cells (by `d_frame`) its place in image order."""
-    n_t, n_r, n_a, n_m = (
-        len(params.iou_thresholds),
-        len(params.recall_thresholds),
-        len(params.area_ranges),
-        len(params.max_dets),
-    )
+    image_pos gives each frame of the cells (by `d_frame`) its place in image order. Each class is worked
+    on as one (area x threshold, detections) matrix, so every numpy call covers all 40 columns. The
+    summary reads precision only at the largest maxDets, so the smaller ones get only their recall (a
+    count) unless every_max_dets asks for the whole of pycocotools' array; the rest stays -1."""
+    n_t, n_r = len(params.iou_thresholds), len(params.recall_thresholds)
+    n_a, n_m = len(params.area_ranges), len(params.max_dets)
     precision = -np.ones((n_t, n_r, n_classes, n_a, n_m))
     recall = -np.ones((n_t, n_classes, n_a, n_m))
     npig = ground_truth_counts(cells, n_classes)
     order = np.lexsort((cells.d_rank, image_pos[cells.d_frame], -cells.d_score, cells.d_cls))
-    cls_sorted = cells.d_cls[order]
-    bounds = np.searchsorted(cls_sorted, np.arange(n_classes + 1))
-    recalls = params.recalls
-    eps = np.spacing(1)
+    bounds = np.searchsorted(cells.d_cls[order], np.arange(n_classes + 1))
+    valid = ~cells.d_ignored.reshape(len(order), n_a * n_t)[order]
+    hits = cells.d_matched.reshape(len(order), n_a * n_t)[order] & valid
+    rank = cells.d_rank[order]
+    largest = max(params.max_dets)
     for k in range(n_classes):
-        rows = order[bounds[k] : bounds[k + 1]]
+        counts = np.repeat(npig[k], n_t)  # per column (area-major, like the cells)
+        if not counts.any():
+            continue
+        span = slice(bounds[k], bounds[k + 1])
         for m, max_det in enumerate(sorted(params.max_dets)):
-            kept = rows[cells.d_rank[rows] < max_det]
-            matched = cells.d_matched[kept]
-            ignored = cells.d_ignored[kept]
-            nd = len(kept)
+            kept = rank[span] < max_det
+            if every_max_dets or max_det == largest:
+                full = max_det == largest
+                k_hits, k_valid = (hits[span], valid[span]) if full else (hits[span][kept], valid[span][kept])
+                q, final = _class_curves(k_hits, k_valid, counts, params.recalls)
+            else:
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    final = np.count_nonzero(hits[span][kept], axis=0) / counts
             for a in range(n_a):
-                if npig[k, a] == 0:
-                    continue
-                ok = ~ignored[:, a, :].T
-                tp = np.cumsum(matched[:, a, :].T & ok, axis=1).astype(float)
-                fp = np.cumsum(~matched[:, a, :].T & ok, axis=1).astype(float)
-                rc = tp / int(npig[k, a])
-                pr = tp / (fp + tp + eps)
-                recall[:, k, a, m] = rc[:, -1] if nd else 0
-                if not nd:
-                    precision[:, :, k, a, m] = 0
-                    continue
-                envelope = np.maximum.accumulate(pr[:, ::-1], axis=1)[:, ::-1]
-                for t in range(n_t):
-                    at = np.searchsorted(rc[t], recalls, side="left")
-                    q = np.zeros(n_r)
-                    inside = at < nd
-                    q[inside] = envelope[t, at[inside]]
-                    precision[t, :, k, a, m] = q
+                if npig[k, a]:
+                    if every_max_dets or max_det == largest:
+                        precision[:, :, k, a, m] = q[a * n_t : (a + 1) * n_t]
+                    recall[:, k, a, m] = final[a * n_t : (a + 1) * n_t]
     return Accumulated(precision, recall)
+
+
+def _class_curves(
+    hits: np.ndarray, valid: np.ndarray, counts: np.ndarray, recalls: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Interpolated precision at the recall thresholds and final recall, per column, for one class's
+    detections (rows in accumulate order; hits: matched and not ignored; valid: not ignored), with
+    pycocotools' float operations (tp / npig, tp / (tp + fp + eps)), its running maximum from the right,
+    and its `searchsorted(rc, recThrs, side="left")` with 0 past the end. Columns are made contiguous
+    first: cumulative sums along contiguous memory are several times faster."""
+    nd, n_cols = hits.shape
+    if nd == 0:
+        return np.zeros((n_cols, len(recalls))), np.zeros(n_cols)
+    tp = np.cumsum(np.ascontiguousarray(hits.T), axis=1, dtype=np.int32).astype(float)
+    seen = np.cumsum(np.ascontiguousarray(valid.T), axis=1, dtype=np.int32)  # tp + fp, exact integers
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rc = tp / counts[:, None]
+    pr = tp / (seen + np.spacing(1))
+    envelope = np.maximum.accumulate(pr[:, ::-1], axis=1)[:, ::-1]
+    q = np.zeros((n_cols, len(recalls)))
+    for j in range(n_cols):
+        if counts[j]:
+            at = np.searchsorted(rc[j], recalls, side="left")
+            inside = at < nd
+            q[j, inside] = envelope[j, at[inside]]
+    return q, rc[:, -1]
 
 
 def _mean(values: np.ndarray) -> float:

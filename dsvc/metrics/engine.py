@@ -21,15 +21,13 @@ from dsvc.atomic import write_file
 from dsvc.hashing import ID_SIZE, ObjectId
 from dsvc.metrics import accumulate as acc
 from dsvc.metrics.cache import CellCache, FrameClasses, gather, make_segment
+from dsvc.metrics.columns import NONE, columns, read_annotations
 from dsvc.metrics.inference import catalog
-from dsvc.metrics.match import Boxes, Cells, match
+from dsvc.metrics.match import Cells, match
 from dsvc.metrics.params import Params
 from dsvc.metrics.thresholds import ClassificationView, ThresholdView, classification_view, detection_view
-from dsvc.model import Annotation
-from dsvc.objects import Labels, load
 from dsvc.store import ObjectStore
 
-NONE = bytes(ID_SIZE)
 MATCH_BATCH = 8192  # frames matched at once: bounds the memory of the matching step
 
 
@@ -85,56 +83,15 @@ def image_order(store: ObjectStore, roots: Mapping[str, ObjectId], cache_root: P
     return order
 
 
-def _boxes(rows: list[tuple[int, int, Annotation]], detections: bool) -> Boxes:
-    """Columns of the boxed annotations (frame, class code, annotation)."""
-    n = len(rows)
-    box = np.array([a.bbox.to_value() for _, _, a in rows if a.bbox], dtype=float).reshape(n, 4)
-    if detections:
-        area = box[:, 2] * box[:, 3]
-    else:
-        area = np.array([a.area if a.area is not None else a.bbox.area for _, _, a in rows if a.bbox])
-    return Boxes(
-        np.array([f for f, _, _ in rows], dtype=np.int64),
-        np.array([c for _, c, _ in rows], dtype=np.int64),
-        box,
-        area.reshape(n),
-        np.array([a.iscrowd and not detections for _, _, a in rows], dtype=bool),
-        np.array([not detections and type(a.id) is int and a.id == 0 for _, _, a in rows], dtype=bool),
-        np.array([(a.score or 0.0) if detections else 0.0 for _, _, a in rows], dtype=float),
-    )
-
-
-def _whole_image(ann: Annotation) -> bool:
-    return ann.bbox is None and ann.polygon is None and ann.mask is None and ann.keypoints is None
-
-
 def compute_cells(store: ObjectStore, keys: Sequence[bytes], params: Params, cache: CellCache) -> None:
     """Match the frames of the given keys and add their cells to the cache."""
     for start in range(0, len(keys), MATCH_BATCH):
         chunk = keys[start : start + MATCH_BATCH]
         ids = {ObjectId(k[i : i + ID_SIZE]) for k in chunk for i in (0, ID_SIZE)} - {NONE}
-        objects = {oid: load(data, Labels) for oid, data in store.get_many(sorted(ids))}
-        classes: dict[str, int] = {}
-        gts: list[tuple[int, int, Annotation]] = []
-        dts: list[tuple[int, int, Annotation]] = []
-        true = np.full(len(chunk), -1, dtype=np.int64)
-        pred = np.full(len(chunk), -1, dtype=np.int64)
-        score = np.zeros(len(chunk))
-        for f, key in enumerate(chunk):
-            for side, oid in ((gts, key[:ID_SIZE]), (dts, key[ID_SIZE:])):
-                if oid == NONE:
-                    continue
-                for ann in objects[ObjectId(oid)].annotations:
-                    code = classes.setdefault(ann.label, len(classes))
-                    if ann.bbox is not None:
-                        side.append((f, code, ann))
-                    elif _whole_image(ann) and side is gts and true[f] < 0:
-                        true[f] = code
-                    elif _whole_image(ann) and side is dts and (pred[f] < 0 or (ann.score or 0.0) > score[f]):
-                        pred[f], score[f] = code, ann.score or 0.0
-        cells = match(_boxes(gts, False), _boxes(dts, True), max(len(classes), 1), params)
-        names = sorted(classes, key=classes.__getitem__)
-        cache.add(make_segment(list(chunk), names, cells, FrameClasses(true, pred, score)))
+        gt, dt, batch = columns(chunk, read_annotations(store, sorted(ids)))
+        cells = match(gt, dt, max(len(batch.classes), 1), params)
+        names = sorted(batch.classes, key=batch.classes.__getitem__)
+        cache.add(make_segment(list(chunk), names, cells, FrameClasses(batch.true, batch.pred, batch.score)))
 
 
 def frame_keys(
