@@ -80,26 +80,37 @@ def _class_curves(
     hits: np.ndarray, valid: np.ndarray, counts: np.ndarray, recalls: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Interpolated precision at the recall thresholds and final recall, per column, for one class's
-    detections (rows in accumulate order; hits: matched and not ignored; valid: not ignored), with
-    pycocotools' float operations (tp / npig, tp / (tp + fp + eps)), its running maximum from the right,
-    and its `searchsorted(rc, recThrs, side="left")` with 0 past the end. Columns are made contiguous
-    first: cumulative sums along contiguous memory are several times faster."""
+    detections (rows in accumulate order; hits: matched and not ignored; valid: not ignored).
+
+    pycocotools computes precision tp / (tp + fp + eps) at every detection, its running maximum from the
+    right, and reads it where `searchsorted(rc, recThrs, side="left")` lands, 0 past the end. Only true
+    positives raise precision, so that maximum is the maximum over the true positives from there on, and
+    the landing place of a recall threshold is the c-th true positive, c the least count whose recall
+    tp / npig reaches it. So only true positives are visited, with pycocotools' float operations on the
+    same integers: the c-th one's precision is c / (valid detections so far + eps)."""
     nd, n_cols = hits.shape
-    if nd == 0:
-        return np.zeros((n_cols, len(recalls))), np.zeros(n_cols)
-    tp = np.cumsum(np.ascontiguousarray(hits.T), axis=1, dtype=np.int32).astype(float)
-    seen = np.cumsum(np.ascontiguousarray(valid.T), axis=1, dtype=np.int32)  # tp + fp, exact integers
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rc = tp / counts[:, None]
-    pr = tp / (seen + np.spacing(1))
-    envelope = np.maximum.accumulate(pr[:, ::-1], axis=1)[:, ::-1]
     q = np.zeros((n_cols, len(recalls)))
+    if nd == 0:
+        return q, np.zeros(n_cols)
+    col, pos = np.nonzero(np.ascontiguousarray(hits.T))
+    skip_col, skip_pos = np.nonzero(np.ascontiguousarray(~valid.T))
+    skipped = skip_col * nd + skip_pos
+    before = np.searchsorted(skipped, col * nd + pos, "right") - np.searchsorted(skipped, col * nd, "left")
+    found = np.bincount(col, minlength=n_cols)
+    first = np.cumsum(found) - found
+    count = np.arange(len(col)) - first[col] + 1
+    precision = count / (pos + 1 - before + np.spacing(1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        final = found / counts
     for j in range(n_cols):
-        if counts[j]:
-            at = np.searchsorted(rc[j], recalls, side="left")
-            inside = at < nd
-            q[j, inside] = envelope[j, at[inside]]
-    return q, rc[:, -1]
+        n_tp, npig = int(found[j]), int(counts[j])
+        if not (n_tp and npig):
+            continue
+        envelope = np.maximum.accumulate(precision[first[j] : first[j] + n_tp][::-1])[::-1]
+        need = np.searchsorted(np.arange(npig + 1) / npig, recalls, side="left")
+        reached = need <= n_tp
+        q[j, reached] = envelope[np.maximum(need[reached], 1) - 1]
+    return q, final
 
 
 def _mean(values: np.ndarray) -> float:
