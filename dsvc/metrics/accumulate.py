@@ -39,10 +39,9 @@ def accumulate(
 ) -> Accumulated:
     """Precision at the recall thresholds and final recall for every class, area range and maxDets.
 
-    image_pos gives each frame of the cells (by `d_frame`) its place in image order. Each class is worked
-    on as one (area x threshold, detections) matrix, so every numpy call covers all 40 columns. The
-    summary reads precision only at the largest maxDets, so the smaller ones get only their recall (a
-    count) unless every_max_dets asks for the whole of pycocotools' array; the rest stays -1."""
+    image_pos gives each frame of the cells (by `d_frame`) its place in image order. The summary reads
+    precision only at the largest maxDets, so the smaller ones get only their recall (a count) unless
+    every_max_dets asks for the whole of pycocotools' array; the rest stays -1."""
     n_t, n_r = len(params.iou_thresholds), len(params.recall_thresholds)
     n_a, n_m = len(params.area_ranges), len(params.max_dets)
     precision = -np.ones((n_t, n_r, n_classes, n_a, n_m))
@@ -50,67 +49,52 @@ def accumulate(
     npig = ground_truth_counts(cells, n_classes)
     order = np.lexsort((cells.d_rank, image_pos[cells.d_frame], -cells.d_score, cells.d_cls))
     bounds = np.searchsorted(cells.d_cls[order], np.arange(n_classes + 1))
-    valid = ~cells.d_ignored.reshape(len(order), n_a * n_t)[order]
-    hits = cells.d_matched.reshape(len(order), n_a * n_t)[order] & valid
+    valid = ~cells.d_ignored[order]
+    hits = cells.d_matched[order] & valid
     rank = cells.d_rank[order]
     largest = max(params.max_dets)
     for k in range(n_classes):
-        counts = np.repeat(npig[k], n_t)  # per column (area-major, like the cells)
-        if not counts.any():
-            continue
         span = slice(bounds[k], bounds[k + 1])
         for m, max_det in enumerate(sorted(params.max_dets)):
-            kept = rank[span] < max_det
-            if every_max_dets or max_det == largest:
-                full = max_det == largest
-                k_hits, k_valid = (hits[span], valid[span]) if full else (hits[span][kept], valid[span][kept])
-                q, final = _class_curves(k_hits, k_valid, counts, params.recalls)
-            else:
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    final = np.count_nonzero(hits[span][kept], axis=0) / counts
+            kept = slice(None) if max_det == largest else rank[span] < max_det
+            k_hits, k_valid = hits[span][kept], valid[span][kept]
             for a in range(n_a):
-                if npig[k, a]:
-                    if every_max_dets or max_det == largest:
-                        precision[:, :, k, a, m] = q[a * n_t : (a + 1) * n_t]
-                    recall[:, k, a, m] = final[a * n_t : (a + 1) * n_t]
+                count = int(npig[k, a])
+                if not count:
+                    continue
+                if every_max_dets or max_det == largest:
+                    live = k_valid[:, a].any(axis=1)  # rows ignored at every threshold change nothing
+                    q, final = _curves(k_hits[live, a], k_valid[live, a], count, params.recalls)
+                    precision[:, :, k, a, m] = q
+                    recall[:, k, a, m] = final
+                else:
+                    recall[:, k, a, m] = np.count_nonzero(k_hits[:, a], axis=0) / count
     return Accumulated(precision, recall)
 
 
-def _class_curves(
-    hits: np.ndarray, valid: np.ndarray, counts: np.ndarray, recalls: np.ndarray
+def _curves(
+    hits: np.ndarray, valid: np.ndarray, npig: int, recalls: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Interpolated precision at the recall thresholds and final recall, per column, for one class's
-    detections (rows in accumulate order; hits: matched and not ignored; valid: not ignored).
-
-    pycocotools computes precision tp / (tp + fp + eps) at every detection, its running maximum from the
-    right, and reads it where `searchsorted(rc, recThrs, side="left")` lands, 0 past the end. Only true
-    positives raise precision, so that maximum is the maximum over the true positives from there on, and
-    the landing place of a recall threshold is the c-th true positive, c the least count whose recall
-    tp / npig reaches it. So only true positives are visited, with pycocotools' float operations on the
-    same integers: the c-th one's precision is c / (valid detections so far + eps)."""
+    """Interpolated precision at the recall thresholds and final recall per IoU threshold (column), for
+    one class and area range's detections (rows in accumulate order; hits: matched and not ignored;
+    valid: not ignored), with pycocotools' float operations on the same integer counts: precision
+    tp / (tp + fp + eps), its running maximum from the right, read where `searchsorted(rc, recThrs,
+    side="left")` lands (0 past the end). Recall tp / npig is monotone in tp, so that place is where tp
+    first reaches the least count whose recall reaches the threshold: found on the integer counts.
+    Columns are made contiguous first: cumulative sums along contiguous memory are several times faster."""
     nd, n_cols = hits.shape
     q = np.zeros((n_cols, len(recalls)))
     if nd == 0:
         return q, np.zeros(n_cols)
-    col, pos = np.nonzero(np.ascontiguousarray(hits.T))
-    skip_col, skip_pos = np.nonzero(np.ascontiguousarray(~valid.T))
-    skipped = skip_col * nd + skip_pos
-    before = np.searchsorted(skipped, col * nd + pos, "right") - np.searchsorted(skipped, col * nd, "left")
-    found = np.bincount(col, minlength=n_cols)
-    first = np.cumsum(found) - found
-    count = np.arange(len(col)) - first[col] + 1
-    precision = count / (pos + 1 - before + np.spacing(1))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        final = found / counts
+    tp = np.cumsum(np.ascontiguousarray(hits.T), axis=1, dtype=np.int32)
+    seen = np.cumsum(np.ascontiguousarray(valid.T), axis=1, dtype=np.int32)  # tp + fp
+    envelope = np.maximum.accumulate((tp / (seen + np.spacing(1)))[:, ::-1], axis=1)[:, ::-1]
+    need = np.searchsorted(np.arange(npig + 1) / npig, recalls, side="left")
     for j in range(n_cols):
-        n_tp, npig = int(found[j]), int(counts[j])
-        if not (n_tp and npig):
-            continue
-        envelope = np.maximum.accumulate(precision[first[j] : first[j] + n_tp][::-1])[::-1]
-        need = np.searchsorted(np.arange(npig + 1) / npig, recalls, side="left")
-        reached = need <= n_tp
-        q[j, reached] = envelope[np.maximum(need[reached], 1) - 1]
-    return q, final
+        at = np.searchsorted(tp[j], need, side="left")
+        inside = at < nd
+        q[j, inside] = envelope[j, at[inside]]
+    return q, tp[:, -1] / npig
 
 
 def _mean(values: np.ndarray) -> float:
