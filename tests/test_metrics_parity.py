@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 
 from benchmarks import datagen
 from dsvc.history import signature
+from dsvc.metrics.accumulate import accumulate_order
 from dsvc.metrics.params import STAT_NAMES
 from dsvc.repo import Repo
 from tests.conftest import SHARED_FIXTURES
@@ -134,3 +136,19 @@ def test_a_generated_dataset_through_a_repository_matches_pycocotools(tmp_path: 
         assert dict(zip(ev.classes, ev.ap, strict=True)) == pytest.approx(
             dict(zip(names, aps, strict=True)), abs=1e-12
         )
+
+
+@pytest.mark.parametrize("image_scale", [1, 1 << 40])  # the second makes the composite key too wide
+def test_accumulate_order_is_the_lexsort_order(image_scale: int) -> None:
+    rng = np.random.default_rng(5)
+    n = 5000
+    frame = np.sort(rng.integers(0, 300, n))
+    cells = SimpleNamespace(
+        d_frame=frame,
+        d_cls=rng.integers(0, 6, n),
+        d_score=np.round(rng.random(n), 1) * rng.choice([1.0, -0.0], n),
+        d_rank=rng.integers(0, 100, n),
+    )
+    image_pos = rng.permutation(300) * image_scale
+    expected = np.lexsort((cells.d_rank, image_pos[frame], -cells.d_score, cells.d_cls))
+    assert np.array_equal(accumulate_order(cells, image_pos), expected)  # type: ignore[arg-type]

@@ -34,6 +34,26 @@ def ground_truth_counts(cells: Cells, n_classes: int) -> np.ndarray:
     return counts
 
 
+def accumulate_order(cells: Cells, image_pos: np.ndarray) -> np.ndarray:
+    """Detections by (class, -score, image position, rank in the cell): the order pycocotools' stable
+    mergesort of each class's image-ordered concatenation gives. One stable argsort of a composite
+    integer key (scores replaced by their rank among the distinct scores) is 2.5x faster than a lexsort
+    of the four keys; lexsort remains for inputs whose key would not fit 63 bits."""
+    image = image_pos[cells.d_frame]
+    n_rank = int(cells.d_rank.max(initial=0)) + 1
+    n_image = int(image.max(initial=0)) + 1
+    scores, score_rank = np.unique(-cells.d_score, return_inverse=True)
+    n_cls = int(cells.d_cls.max(initial=0)) + 1
+    if n_cls * len(scores) * n_image * n_rank >= 1 << 62:
+        return np.lexsort((cells.d_rank, image, -cells.d_score, cells.d_cls))
+    key = (
+        (cells.d_cls * len(scores) + score_rank.reshape(-1)) * (n_image * n_rank)
+        + image * n_rank
+        + cells.d_rank
+    )
+    return np.argsort(key, kind="stable")
+
+
 def accumulate(
     cells: Cells, image_pos: np.ndarray, n_classes: int, params: Params, every_max_dets: bool = False
 ) -> Accumulated:
@@ -47,50 +67,51 @@ def accumulate(
     precision = -np.ones((n_t, n_r, n_classes, n_a, n_m))
     recall = -np.ones((n_t, n_classes, n_a, n_m))
     npig = ground_truth_counts(cells, n_classes)
-    order = np.lexsort((cells.d_rank, image_pos[cells.d_frame], -cells.d_score, cells.d_cls))
+    order = accumulate_order(cells, image_pos)
     bounds = np.searchsorted(cells.d_cls[order], np.arange(n_classes + 1))
-    valid = ~cells.d_ignored[order]
-    hits = cells.d_matched[order] & valid
+    # (area, threshold, detection) in accumulate order: every slice below is rows of contiguous memory.
+    valid = np.ascontiguousarray((~cells.d_ignored[order]).transpose(1, 2, 0))
+    hits = np.ascontiguousarray(cells.d_matched[order].transpose(1, 2, 0)) & valid
     rank = cells.d_rank[order]
     largest = max(params.max_dets)
     for k in range(n_classes):
         span = slice(bounds[k], bounds[k + 1])
-        for m, max_det in enumerate(sorted(params.max_dets)):
-            kept = slice(None) if max_det == largest else rank[span] < max_det
-            k_hits, k_valid = hits[span][kept], valid[span][kept]
-            for a in range(n_a):
-                count = int(npig[k, a])
-                if not count:
+        for a in range(n_a):
+            count = int(npig[k, a])
+            if not count:
+                continue
+            k_hits, k_valid = hits[a, :, span], valid[a, :, span]
+            for m, max_det in enumerate(sorted(params.max_dets)):
+                if max_det != largest and not every_max_dets:
+                    kept = rank[span] < max_det
+                    recall[:, k, a, m] = np.count_nonzero(k_hits & kept, axis=1) / count
                     continue
-                if every_max_dets or max_det == largest:
-                    live = k_valid[:, a].any(axis=1)  # rows ignored at every threshold change nothing
-                    q, final = _curves(k_hits[live, a], k_valid[live, a], count, params.recalls)
-                    precision[:, :, k, a, m] = q
-                    recall[:, k, a, m] = final
-                else:
-                    recall[:, k, a, m] = np.count_nonzero(k_hits[:, a], axis=0) / count
+                # Detections ignored at every threshold repeat their predecessor's values: left out.
+                live = k_valid.any(axis=0) & (rank[span] < max_det)
+                q, final = _curves(k_hits[:, live], k_valid[:, live], count, params.recalls)
+                precision[:, :, k, a, m] = q
+                recall[:, k, a, m] = final
     return Accumulated(precision, recall)
 
 
 def _curves(
     hits: np.ndarray, valid: np.ndarray, npig: int, recalls: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Interpolated precision at the recall thresholds and final recall per IoU threshold (column), for
-    one class and area range's detections (rows in accumulate order; hits: matched and not ignored;
+    """Interpolated precision at the recall thresholds and final recall per IoU threshold (row), for one
+    class and area range's detections (columns in accumulate order; hits: matched and not ignored;
     valid: not ignored), with pycocotools' float operations on the same integer counts: precision
     tp / (tp + fp + eps), its running maximum from the right, read where `searchsorted(rc, recThrs,
     side="left")` lands (0 past the end). Recall tp / npig is monotone in tp, so that place is where tp
-    first reaches the least count whose recall reaches the threshold: found on the integer counts.
-    Columns are made contiguous first: cumulative sums along contiguous memory are several times faster."""
-    nd, n_cols = hits.shape
-    q = np.zeros((n_cols, len(recalls)))
+    first reaches the least count whose recall reaches the threshold: found on the integer counts."""
+    n_rows, nd = hits.shape
+    q = np.zeros((n_rows, len(recalls)))
     if nd == 0:
-        return q, np.zeros(n_cols)
-    tp = np.cumsum(np.ascontiguousarray(hits.T), axis=1, dtype=np.int32)
-    seen = np.cumsum(np.ascontiguousarray(valid.T), axis=1, dtype=np.int32)  # tp + fp
+        return q, np.zeros(n_rows)
+    tp = np.cumsum(hits, axis=1, dtype=np.int32)
+    seen = np.cumsum(valid, axis=1, dtype=np.int32)  # tp + fp
     envelope = np.maximum.accumulate((tp / (seen + np.spacing(1)))[:, ::-1], axis=1)[:, ::-1]
     need = np.searchsorted(np.arange(npig + 1) / npig, recalls, side="left")
-    for j in range(n_cols):
+    for j in range(n_rows):
         at = np.searchsorted(tp[j], need, side="left")
         inside = at < nd
         q[j, inside] = envelope[j, at[inside]]

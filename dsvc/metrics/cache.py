@@ -2,7 +2,8 @@
 parameters digest under `.dsvc/cache/metrics/`.
 
 Each evaluation that computed cells adds one segment file: columnar numpy arrays of its frames' cells,
-written once under the hash of its bytes (crash-safe: temporary name, fsync, rename). Readers load every
+written once under the hash of its bytes (temporary name and rename; no fsync: a segment torn by a crash
+fails its hash on reading and is dropped). Readers load every
 segment of the digest and index them by key; past MAX_SEGMENTS the segments are merged into one (written
 before the old ones are deleted). The cache is derived data: deleting it costs one cold evaluation.
 """
@@ -10,6 +11,7 @@ before the old ones are deleted). The cache is derived data: deleting it costs o
 from __future__ import annotations
 
 import io
+import os
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dsvc.atomic import write_file
+from dsvc.atomic import temp_name
 from dsvc.errors import CorruptObject
 from dsvc.hashing import hash_bytes
 from dsvc.metrics.match import Cells, expand_ranges
@@ -46,6 +48,15 @@ class Segment:
     g_start: np.ndarray  # (n + 1,)
     cells: Cells  # d_frame / g_frame are rows of this segment
     frame_classes: FrameClasses
+
+
+def write_derived(path: Path, data: bytes) -> None:
+    """Replace path with data atomically but without fsync: cached data is derived, and a file torn by a
+    crash is detected on reading (segments are named by their hash) and computed again."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_name(path)
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
 
 
 def _pack(bits: np.ndarray) -> np.ndarray:
@@ -139,7 +150,11 @@ class CellCache:
         self.index: dict[bytes, tuple[int, int]] = {}
         if folder.is_dir():
             for path in sorted(folder.glob("seg-*.npz")):
-                self._attach(decode(path.read_bytes(), str(path)), path)
+                data = path.read_bytes()
+                if not path.stem.endswith(hash_bytes(data).hex()[:24]):
+                    path.unlink(missing_ok=True)  # torn by a crash (written without fsync): recompute
+                    continue
+                self._attach(decode(data, str(path)), path)
 
     def _attach(self, seg: Segment, path: Path) -> None:
         number = len(self.segments)
@@ -157,7 +172,7 @@ class CellCache:
         self.folder.mkdir(parents=True, exist_ok=True)
         data = encode(seg)
         path = self.folder / f"seg-{hash_bytes(data).hex()[:24]}.npz"
-        write_file(path, data)
+        write_derived(path, data)
         self._attach(seg, path)
         if len(self.segments) > MAX_SEGMENTS:
             self._compact()

@@ -10,6 +10,7 @@ root, so a relabel reads no Frame objects at all.
 from __future__ import annotations
 
 import io
+import zipfile
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,10 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from dsvc import tree
-from dsvc.atomic import write_file
 from dsvc.hashing import ID_SIZE, ObjectId
 from dsvc.metrics import accumulate as acc
-from dsvc.metrics.cache import CellCache, FrameClasses, gather, make_segment
+from dsvc.metrics.cache import CellCache, FrameClasses, gather, make_segment, write_derived
 from dsvc.metrics.columns import NONE, columns, read_annotations
 from dsvc.metrics.inference import catalog
 from dsvc.metrics.match import Cells, match
@@ -66,9 +66,11 @@ class ImageOrder:
 def image_order(store: ObjectStore, roots: Mapping[str, ObjectId], cache_root: Path) -> ImageOrder:
     """The image order of a version, cached under its frames and sources roots."""
     path = cache_root / f"order-{roots['frames'].hex()[:32]}-{roots['sources'].hex()[:16]}.npz"
-    if path.is_file():
+    try:
         with np.load(path, allow_pickle=False) as z:
             return ImageOrder(tuple(z["frames"].tolist()), z["position"], tuple(z["classes"].tolist()))
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        pass  # not computed yet, or torn by a crash: compute it (again)
     cat = catalog(store, roots)
     order = ImageOrder(cat.frames, np.array(cat.order, dtype=np.int64), cat.classes)
     out = io.BytesIO()
@@ -78,8 +80,7 @@ def image_order(store: ObjectStore, roots: Mapping[str, ObjectId], cache_root: P
         position=order.position,
         classes=np.array(order.classes, dtype=str),
     )
-    cache_root.mkdir(parents=True, exist_ok=True)
-    write_file(path, out.getvalue())
+    write_derived(path, out.getvalue())
     return order
 
 

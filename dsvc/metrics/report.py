@@ -1,5 +1,6 @@
 """Evaluation results as JSON-ready values (the `dsvc eval` contract), and the stored summaries that
-`dsvc checkpoint show` lists: one small file per (commit, inference set version), written atomically."""
+`dsvc checkpoint show` lists: one small file per (commit, inference set version), written atomically
+(a torn one, after a crash, reads as absent)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from typing import Any
 
 import orjson
 
-from dsvc.atomic import write_file
 from dsvc.hashing import ObjectId
+from dsvc.metrics.cache import write_derived
 from dsvc.metrics.engine import Evaluation
 from dsvc.metrics.thresholds import ThresholdView
 
@@ -69,9 +70,7 @@ def _path(cache_root: Path, commit: ObjectId, version: ObjectId) -> Path:
 
 def save_summary(cache_root: Path, commit: ObjectId, version: ObjectId, doc: dict[str, Any]) -> None:
     """Keep an evaluation's document for `checkpoint show`."""
-    path = _path(cache_root, commit, version)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_file(path, orjson.dumps(doc))
+    write_derived(_path(cache_root, commit, version), orjson.dumps(doc))
 
 
 def load_summary(cache_root: Path, commit: ObjectId, version: ObjectId) -> dict[str, Any] | None:
