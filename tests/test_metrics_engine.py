@@ -16,6 +16,7 @@ from dsvc.history import signature
 from dsvc.metrics.compare import overlap
 from dsvc.repo import Repo
 from tests.metrics_reference import assert_same, reference, stats_of
+from tests.test_formats import YOLO_LABELS, _yolo_root
 
 WHO = signature("test", "test@example.com", 0)
 SOURCE = "annotations/instances.json"
@@ -163,3 +164,25 @@ def test_threshold_view_and_classification(tmp_path: Path) -> None:
     assert c.view.matrix[k["outdoor"], k["indoor"]] == 1 and c.view.matrix[k["outdoor"], bg] == 1
     with pytest.raises(InvalidInput, match="--iou must be one of"):
         repo.evaluate("m", iou=0.42)
+
+
+def test_yolo_predictions_on_a_yolo_source(tmp_path: Path) -> None:
+    root = _yolo_root(tmp_path, YOLO_LABELS)
+    repo, _ = Repo.init(root)
+    repo.source_add("ds/data.yaml", "yolo", "ds/images")
+    repo.add()
+    repo.commit("labels", WHO)
+    preds = root / "preds"
+    (preds / "train").mkdir(parents=True)
+    (preds / "train" / "a.txt").write_text("0 0.5 0.5 0.2 0.4 0.9\n2 0.216599 0.3 0.18286 0.1 0.3\n")
+    (preds / "c.txt").write_text("1 0.797098 0.678176 0.331314 0.350596 0.7\n0 0.2 0.2 0.1 0.1 0.6\n")
+    repo.infer_import("y", preds, "yolo", WHO)
+    _, _, ev = repo.evaluate("y")
+    per_class = dict(
+        zip(ev.classes, zip(ev.detection.precision, ev.detection.recall, strict=True), strict=True)
+    )
+    assert per_class["car"] == (0.5, 1.0) and per_class["person"] == (1.0, 1.0)
+    assert per_class["dog"][1] == 0.0  # its prediction scores below the confidence threshold
+    (preds / "zzz.txt").write_text("0 0.5 0.5 0.1 0.1 0.5\n")
+    with pytest.raises(InvalidInput, match=r"1 unknown images \('zzz'\)"):
+        repo.infer_import("y", preds, "yolo", WHO)
