@@ -93,6 +93,13 @@ def test_overlap_equals_pycocotools_restricted_to_the_overlap(
     assert combined == pytest.approx(table["model_b"]["HEAD"]["AP"] - table["model_a"]["v0"]["AP"])
 
 
+def test_an_evaluation_of_no_frames_has_no_data(two_versions: tuple[Repo, datagen.Mutation, Path]) -> None:
+    repo, _, _ = two_versions
+    _, _, ev = repo.evaluate("model_a", "v0", only=[])
+    assert set(ev.stats.values()) == {-1.0} and ev.frames.evaluated == 0
+    assert ev.detection.matrix.sum() == 0
+
+
 def test_checkpoint_create_evaluates_every_inference_set(
     two_versions: tuple[Repo, datagen.Mutation, Path],
 ) -> None:

@@ -70,8 +70,8 @@ def accumulate(
     order = accumulate_order(cells, image_pos)
     bounds = np.searchsorted(cells.d_cls[order], np.arange(n_classes + 1))
     # (area, threshold, detection) in accumulate order: every slice below is rows of contiguous memory.
-    valid = np.ascontiguousarray((~cells.d_ignored[order]).transpose(1, 2, 0))
-    hits = np.ascontiguousarray(cells.d_matched[order].transpose(1, 2, 0)) & valid
+    valid = ~cells.d_ignored[:, :, order]
+    hits = cells.d_matched[:, :, order] & valid
     rank = cells.d_rank[order]
     largest = max(params.max_dets)
     for k in range(n_classes):

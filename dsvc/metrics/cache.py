@@ -69,6 +69,15 @@ def _unpack(packed: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return flat.reshape((len(packed), *shape))
 
 
+def _pack_rows(bits: np.ndarray) -> np.ndarray:
+    """Pack (area, threshold, detection) flags along the detections."""
+    return np.packbits(bits, axis=-1, bitorder="little")
+
+
+def _unpack_rows(packed: np.ndarray, n: int) -> np.ndarray:
+    return np.unpackbits(packed, axis=-1, count=n, bitorder="little").astype(bool)
+
+
 def encode(seg: Segment) -> bytes:
     c = seg.cells
     arrays = {
@@ -79,14 +88,14 @@ def encode(seg: Segment) -> bytes:
         "d_cls": c.d_cls.astype(np.int32),
         "d_score": c.d_score,
         "d_rank": c.d_rank.astype(np.int32),
-        "d_matched": _pack(c.d_matched),
-        "d_ignored": _pack(c.d_ignored),
+        "d_matched": _pack_rows(c.d_matched),
+        "d_ignored": _pack_rows(c.d_ignored),
         "d_other": c.d_other.astype(np.int32),
         "d_other_iou": c.d_other_iou,
         "g_cls": c.g_cls.astype(np.int32),
         "g_ignored": _pack(c.g_ignored),
         "g_score": c.g_score,
-        "shape": np.array(c.d_matched.shape[1:], dtype=np.int64),
+        "shape": np.array(c.d_matched.shape[:2], dtype=np.int64),
         "f_true": seg.frame_classes.true.astype(np.int32),
         "f_pred": seg.frame_classes.pred.astype(np.int32),
         "f_score": seg.frame_classes.score,
@@ -108,8 +117,8 @@ def decode(data: bytes, where: str) -> Segment:
             z["d_cls"].astype(np.int64),
             z["d_score"],
             z["d_rank"].astype(np.int64),
-            _unpack(z["d_matched"], (n_a, n_t)),
-            _unpack(z["d_ignored"], (n_a, n_t)),
+            _unpack_rows(z["d_matched"], int(d_start[-1])).reshape(n_a, n_t, -1),
+            _unpack_rows(z["d_ignored"], int(d_start[-1])).reshape(n_a, n_t, -1),
             z["d_other"].astype(np.int64),
             z["d_other_iou"],
             g_frame,
@@ -212,7 +221,7 @@ def gather(cache: CellCache, keys: Sequence[bytes], classes: Sequence[str]) -> G
         rows = where[positions, 1]
         lookup = np.array([code[str(c)] for c in seg.classes.tolist()] + [-1], dtype=np.int64)
         c = seg.cells
-        n_a, n_t = c.d_matched.shape[1:]
+        n_a, n_t = c.d_matched.shape[:2]
         fr_d, di = expand_ranges(seg.d_start[rows], seg.d_start[rows + 1])
         fr_g, gi = expand_ranges(seg.g_start[rows], seg.g_start[rows + 1])
         g_counts = seg.g_start[rows + 1] - seg.g_start[rows]
@@ -225,8 +234,8 @@ def gather(cache: CellCache, keys: Sequence[bytes], classes: Sequence[str]) -> G
                 lookup[c.d_cls[di]],
                 c.d_score[di],
                 c.d_rank[di],
-                c.d_matched[di],
-                c.d_ignored[di],
+                c.d_matched[:, :, di],
+                c.d_ignored[:, :, di],
                 np.where(other >= 0, frame_g0[fr_d] + other, -1),
                 c.d_other_iou[di],
                 positions[fr_g],
@@ -242,7 +251,10 @@ def gather(cache: CellCache, keys: Sequence[bytes], classes: Sequence[str]) -> G
         g_offset += int(g_counts.sum())
     if not parts:
         return _empty(len(keys), n_a or 4, n_t or 10)
-    cols = [np.concatenate(col) for col in zip(*parts, strict=True)]
+    flags = (4, 5)  # d_matched, d_ignored: detections on the last axis
+    cols = [
+        np.concatenate(col, axis=2 if i in flags else 0) for i, col in enumerate(zip(*parts, strict=True))
+    ]
     n = len(keys)
     true = np.full(n, -1, dtype=np.int64)
     pred = np.full(n, -1, dtype=np.int64)
@@ -254,18 +266,6 @@ def gather(cache: CellCache, keys: Sequence[bytes], classes: Sequence[str]) -> G
 def _empty(n: int, n_a: int, n_t: int) -> Gathered:
     i = np.zeros(0, dtype=np.int64)
     f = np.zeros(0)
-    cells = Cells(
-        i,
-        i,
-        f,
-        i,
-        np.zeros((0, n_a, n_t), bool),
-        np.zeros((0, n_a, n_t), bool),
-        i,
-        f,
-        i,
-        i,
-        np.zeros((0, n_a), bool),
-        np.zeros((0, n_t)),
-    )
+    flags = np.zeros((n_a, n_t, 0), dtype=bool)
+    cells = Cells(i, i, f, i, flags, flags, i, f, i, i, np.zeros((0, n_a), bool), np.zeros((0, n_t)))
     return Gathered(cells, FrameClasses(np.full(n, -1), np.full(n, -1), np.zeros(n)))

@@ -95,12 +95,40 @@ def compute_cells(store: ObjectStore, keys: Sequence[bytes], params: Params, cac
         cache.add(make_segment(list(chunk), names, cells, FrameClasses(batch.true, batch.pred, batch.score)))
 
 
+def map_listing(store: ObjectStore, root: ObjectId, cache_root: Path) -> dict[bytes, bytes]:
+    """All entries of a labels or predictions map, cached under its root: an inference set's map is
+    evaluated at every checkpoint and a checkpoint's labels for every model, and a walk reads every node."""
+    path = cache_root / "maps" / f"{root.hex()}.npz"
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            values = z["values"].tobytes()
+            return {
+                key.encode(): values[i * ID_SIZE : (i + 1) * ID_SIZE]
+                for i, key in enumerate(z["keys"].tolist())
+            }
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        pass  # not listed yet, or torn by a crash
+    listing = dict(tree.items(store, root))
+    out = io.BytesIO()
+    np.savez(
+        out,
+        keys=np.array([k.decode() for k in listing], dtype=str),
+        values=np.frombuffer(b"".join(listing.values()), dtype=np.uint8),
+    )
+    write_derived(path, out.getvalue())
+    return listing
+
+
 def frame_keys(
-    store: ObjectStore, labels_root: ObjectId, predictions_root: ObjectId, frames: Sequence[str]
+    store: ObjectStore,
+    cache_root: Path,
+    labels_root: ObjectId,
+    predictions_root: ObjectId,
+    frames: Sequence[str],
 ) -> list[bytes]:
     """(labels id, predictions id) of each frame, zeros where it has none: the cache key of its cells."""
-    labels = dict(tree.items(store, labels_root))
-    predictions = dict(tree.items(store, predictions_root))
+    labels = map_listing(store, labels_root, cache_root)
+    predictions = map_listing(store, predictions_root, cache_root)
     out = []
     for frame in frames:
         key = frame.encode()
@@ -126,7 +154,7 @@ def evaluate(
         wanted = set(only)
         chosen = np.array([i for i, f in enumerate(order.frames) if f in wanted], dtype=np.int64)
     frames = [order.frames[i] for i in chosen.tolist()]
-    keys = frame_keys(store, roots["labels"], predictions_root, frames)
+    keys = frame_keys(store, cache_root, roots["labels"], predictions_root, frames)
     cache = CellCache(cache_root / params.digest())
     missing = list(dict.fromkeys(k for k in keys if k not in cache.index))
     compute_cells(store, missing, params, cache)

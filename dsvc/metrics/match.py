@@ -38,8 +38,9 @@ class Cells:
     d_cls: np.ndarray  # int64
     d_score: np.ndarray  # float64
     d_rank: np.ndarray  # int64 rank of the detection in its cell, by score
-    d_matched: np.ndarray  # (n, A, T) bool: matched to a ground truth (pycocotools' dtMatches != 0)
-    d_ignored: np.ndarray  # (n, A, T) bool: pycocotools' dtIgnore
+    # Flags are (area, threshold, detection): accumulate reads each (area, threshold) row contiguously.
+    d_matched: np.ndarray  # (A, T, n) bool: matched to a ground truth (pycocotools' dtMatches != 0)
+    d_ignored: np.ndarray  # (A, T, n) bool: pycocotools' dtIgnore
     d_other: np.ndarray  # int64: best-overlapping non-crowd ground truth of another class (row in frame), -1
     d_other_iou: np.ndarray  # float64 IoU with it (0 when none)
     g_frame: np.ndarray  # int64
@@ -135,8 +136,8 @@ def match(gt: Boxes, dt: Boxes, n_classes: int, params: Params) -> Cells:
         d_cls,
         d_score,
         rank,
-        d_matched,
-        d_ignored,
+        np.ascontiguousarray(d_matched.transpose(1, 2, 0)),
+        np.ascontiguousarray(d_ignored.transpose(1, 2, 0)),
         d_other,
         d_other_iou,
         g_frame,

@@ -43,9 +43,9 @@ def _scores(tp: np.ndarray, predicted: np.ndarray, actual: np.ndarray) -> tuple[
 def detection_view(cells: Cells, n_classes: int, t: int, iou: float, conf: float) -> ThresholdView:
     """The view at IoU grid index t (threshold iou) and confidence conf, area range "all"."""
     k = n_classes
-    considered = (cells.d_score >= conf) & ~cells.d_ignored[:, 0, t]
-    tp = considered & cells.d_matched[:, 0, t]
-    fp = considered & ~cells.d_matched[:, 0, t]
+    considered = (cells.d_score >= conf) & ~cells.d_ignored[0, t]
+    tp = considered & cells.d_matched[0, t]
+    fp = considered & ~cells.d_matched[0, t]
     counted = ~cells.g_ignored[:, 0]
     matrix = np.zeros((k + 1, k + 1), dtype=np.int64)
     np.add.at(matrix, (cells.d_cls[tp], cells.d_cls[tp]), 1)
