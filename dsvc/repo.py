@@ -487,9 +487,9 @@ class Repo:
             conf,
             None if only is None else set(only),
         )
-        report.save_summary(
-            self.metrics_cache, commit, version, report.evaluation_json(name, version, commit, ev)
-        )
+        if only is None:  # a restricted evaluation (compare --overlap) is not the checkpoint's result
+            doc = report.evaluation_json(name, version, commit, ev)
+            report.save_summary(self.metrics_cache, commit, version, doc)
         return version, commit, ev
 
     def evaluate_all(self, rev: str = HEAD) -> dict[str, engine.Evaluation]:

@@ -82,6 +82,7 @@ def test_overlap_equals_pycocotools_restricted_to_the_overlap(
             known = {i["id"] for i in gt["images"]}
             ev = reference(gt, [r for r in results if r["image_id"] in known], ids)
             assert_same(result.table[model][checkpoint].stats, stats_of(ev))
+    assert repo.evaluations("HEAD") == {}  # restricted evaluations are not stored as the checkpoint's
     doc = result.to_json()
     assert list(doc["table"]) == ["model_a", "model_b"] and list(doc["table"]["model_a"]) == ["v0", "HEAD"]
     relabel = doc["effects"]["relabel"]["model_a"]["AP"]
