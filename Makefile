@@ -30,13 +30,23 @@ demo: $(STAMP)
 	cd $(DEMO)/cars && $(DSVC) init
 	cd $(DEMO)/cars && $(DSVC) source add annotations/instances.json --format coco --media images
 	cd $(DEMO)/cars && $(DSVC) add . && $(DSVC) commit -m "initial import"
+	@echo "== two models' predictions, evaluated on checkpoint create"
+	cd $(DEMO)/cars && $(DSVC) infer import model_a predictions/model_a.json --format coco --model detector-s
+	cd $(DEMO)/cars && $(DSVC) infer import model_b predictions/model_b.json --format coco --model detector-m
 	cd $(DEMO)/cars && $(DSVC) checkpoint create v0 -m "initial labels" --meta provider=acme
 	@echo "== labels come back: relabel 2% of the frames, curate 25 new ones"
 	$(PY) -m benchmarks.datagen mutate $(DEMO)/cars --relabel 0.02 --add 25 --seed 1
 	cd $(DEMO)/cars && $(DSVC) status | head -8
 	cd $(DEMO)/cars && $(DSVC) add . && $(DSVC) commit -m "relabel and curate"
+	cd $(DEMO)/cars && $(DSVC) infer import model_a predictions/model_a.json --format coco -m "with the new frames"
+	cd $(DEMO)/cars && $(DSVC) infer import model_b predictions/model_b.json --format coco -m "with the new frames"
 	cd $(DEMO)/cars && $(DSVC) checkpoint create v1 -m "relabeled"
 	cd $(DEMO)/cars && $(DSVC) log && $(DSVC) checkpoint list && $(DSVC) stats v1
+	@echo "== evaluation at both checkpoints (cached cells: only changed frames are recomputed)"
+	cd $(DEMO)/cars && $(DSVC) eval model_a --at v0 | head -3 && $(DSVC) eval model_a --at v1 | head -3
+	@echo "== relabel, retrain and combined effects, then on the frames in both checkpoints only"
+	cd $(DEMO)/cars && $(DSVC) compare v0 v1 --model model_a --model model_b
+	cd $(DEMO)/cars && $(DSVC) compare v0 v1 --model model_a --model model_b --overlap
 	@echo "== time travel back to v0"
 	cd $(DEMO)/cars && $(DSVC) checkout v0 && $(DSVC) status
 	$(PY) -c "import json,sys; a,b=(json.load(open(p)) for p in sys.argv[1:]); \
@@ -50,6 +60,7 @@ bench: $(BENCH_STAMP)
 	$(PY) -m benchmarks.tree --sizes 100000,1000000 --edits 1000
 	$(PY) -m benchmarks.store
 	$(PY) -m benchmarks.workdir
+	$(PY) -m benchmarks.metrics
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check dsvc tests benchmarks

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from dsvc.cli.common import cwd, identity, open_repo, output, reporting
+from dsvc.cli.metrics import SHOWN_STATS, stat_text
 from dsvc.cli.workdir import when
 from dsvc.dataset import frame_json
 from dsvc.errors import InvalidInput
@@ -105,7 +106,10 @@ def checkpoint_create(
     repo = open_repo(ctx)
     oid = repo.checkpoint_create(name, identity(repo), rev, description, _pairs(meta, "--meta"))
     _, cp = repo.checkpoint(name)
-    output(ctx).report(checkpoint_json(oid, cp), f"created checkpoint {name} at {cp.commit.hex()[:12]}")
+    evaluations = repo.evaluations(cp.commit.hex())
+    text = [f"created checkpoint {name} at {cp.commit.hex()[:12]}"]
+    text += [f"  {n}: AP {stat_text(doc['metrics']['AP'])}" for n, doc in evaluations.items()]
+    output(ctx).report({**checkpoint_json(oid, cp), "evaluations": evaluations}, "\n".join(text))
 
 
 @checkpoint.command("list")
@@ -131,7 +135,13 @@ def checkpoint_show(ctx: click.Context, name: str) -> None:
     repo = open_repo(ctx)
     oid, cp = repo.checkpoint(name)
     history = [checkpoint_json(v, c) for v, c in checkpoint_versions(repo.store, oid)]
-    data = {**checkpoint_json(oid, cp), "stats": repo.stats(cp.commit.hex()), "history": history}
+    evaluations = repo.evaluations(cp.commit.hex())
+    data = {
+        **checkpoint_json(oid, cp),
+        "stats": repo.stats(cp.commit.hex()),
+        "history": history,
+        "evaluations": evaluations,
+    }
     text = [
         f"checkpoint {cp.name}{' [archived]' if cp.archived else ''}",
         f"commit {cp.commit.hex()}",
@@ -140,6 +150,10 @@ def checkpoint_show(ctx: click.Context, name: str) -> None:
         *(f"  {k} = {v}" for k, v in cp.metadata.items()),
         f"{data['stats']['frames']} frames, {data['stats']['labels']} labels",
         f"{len(history)} version(s)",
+        *(
+            f"eval {n}: " + "  ".join(f"{k} {stat_text(doc['metrics'][k])}" for k in SHOWN_STATS)
+            for n, doc in evaluations.items()
+        ),
     ]
     output(ctx).report(data, "\n".join(text))
 

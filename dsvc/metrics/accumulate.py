@@ -1,0 +1,151 @@
+"""The global accumulate step over cached cells: pycocotools' accumulate and summarize, bit for bit.
+
+pycocotools concatenates each (class, area) cell's detections in image order, then sorts them by -score
+with a stable mergesort, so ties go to the earlier image and then to the better rank within the image.
+One lexsort by (class, -score, image position, rank) gives that order for every class at once; the
+maxDets cuts keep the order, so they are filters of it. Counts are integer cumulative sums, and precision,
+recall and the interpolation use the same float operations in the same order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from dsvc.metrics.match import Cells
+from dsvc.metrics.params import STAT_NAMES, Params
+
+
+@dataclass(frozen=True)
+class Accumulated:
+    """pycocotools' `eval["precision"]` (T, R, K, A, M) and `eval["recall"]` (T, K, A, M); -1 = no data."""
+
+    precision: np.ndarray
+    recall: np.ndarray
+
+
+def ground_truth_counts(cells: Cells, n_classes: int) -> np.ndarray:
+    """Non-ignored ground truth per (class, area range): pycocotools' npig."""
+    n_a = cells.g_ignored.shape[1]
+    counts = np.zeros((n_classes, n_a), dtype=np.int64)
+    for a in range(n_a):
+        counts[:, a] = np.bincount(cells.g_cls[~cells.g_ignored[:, a]], minlength=n_classes)
+    return counts
+
+
+def accumulate_order(cells: Cells, image_pos: np.ndarray) -> np.ndarray:
+    """Detections by (class, -score, image position, rank in the cell): the order pycocotools' stable
+    mergesort of each class's image-ordered concatenation gives. One stable argsort of a composite
+    integer key (scores replaced by their rank among the distinct scores) is 2.5x faster than a lexsort
+    of the four keys; lexsort remains for inputs whose key would not fit 63 bits."""
+    image = image_pos[cells.d_frame]
+    n_rank = int(cells.d_rank.max(initial=0)) + 1
+    n_image = int(image.max(initial=0)) + 1
+    scores, score_rank = np.unique(-cells.d_score, return_inverse=True)
+    n_cls = int(cells.d_cls.max(initial=0)) + 1
+    if n_cls * len(scores) * n_image * n_rank >= 1 << 62:
+        return np.lexsort((cells.d_rank, image, -cells.d_score, cells.d_cls))
+    key = (
+        (cells.d_cls * len(scores) + score_rank.reshape(-1)) * (n_image * n_rank)
+        + image * n_rank
+        + cells.d_rank
+    )
+    return np.argsort(key, kind="stable")
+
+
+def accumulate(
+    cells: Cells, image_pos: np.ndarray, n_classes: int, params: Params, every_max_dets: bool = False
+) -> Accumulated:
+    """Precision at the recall thresholds and final recall for every class, area range and maxDets.
+
+    image_pos gives each frame of the cells (by `d_frame`) its place in image order. The summary reads
+    precision only at the largest maxDets, so the smaller ones get only their recall (a count) unless
+    every_max_dets asks for the whole of pycocotools' array; the rest stays -1."""
+    n_t, n_r = len(params.iou_thresholds), len(params.recall_thresholds)
+    n_a, n_m = len(params.area_ranges), len(params.max_dets)
+    precision = -np.ones((n_t, n_r, n_classes, n_a, n_m))
+    recall = -np.ones((n_t, n_classes, n_a, n_m))
+    npig = ground_truth_counts(cells, n_classes)
+    order = accumulate_order(cells, image_pos)
+    bounds = np.searchsorted(cells.d_cls[order], np.arange(n_classes + 1))
+    # (area, threshold, detection) in accumulate order: every slice below is rows of contiguous memory.
+    valid = ~cells.d_ignored[:, :, order]
+    hits = cells.d_matched[:, :, order] & valid
+    rank = cells.d_rank[order]
+    largest = max(params.max_dets)
+    for k in range(n_classes):
+        span = slice(bounds[k], bounds[k + 1])
+        for a in range(n_a):
+            count = int(npig[k, a])
+            if not count:
+                continue
+            k_hits, k_valid = hits[a, :, span], valid[a, :, span]
+            for m, max_det in enumerate(sorted(params.max_dets)):
+                if max_det != largest and not every_max_dets:
+                    kept = rank[span] < max_det
+                    recall[:, k, a, m] = np.count_nonzero(k_hits & kept, axis=1) / count
+                    continue
+                # Detections ignored at every threshold repeat their predecessor's values: left out.
+                live = k_valid.any(axis=0) & (rank[span] < max_det)
+                q, final = _curves(k_hits[:, live], k_valid[:, live], count, params.recalls)
+                precision[:, :, k, a, m] = q
+                recall[:, k, a, m] = final
+    return Accumulated(precision, recall)
+
+
+def _curves(
+    hits: np.ndarray, valid: np.ndarray, npig: int, recalls: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Interpolated precision at the recall thresholds and final recall per IoU threshold (row), for one
+    class and area range's detections (columns in accumulate order; hits: matched and not ignored;
+    valid: not ignored), with pycocotools' float operations on the same integer counts: precision
+    tp / (tp + fp + eps), its running maximum from the right, read where `searchsorted(rc, recThrs,
+    side="left")` lands (0 past the end). Recall tp / npig is monotone in tp, so that place is where tp
+    first reaches the least count whose recall reaches the threshold: found on the integer counts."""
+    n_rows, nd = hits.shape
+    q = np.zeros((n_rows, len(recalls)))
+    if nd == 0:
+        return q, np.zeros(n_rows)
+    tp = np.cumsum(hits, axis=1, dtype=np.int32)
+    seen = np.cumsum(valid, axis=1, dtype=np.int32)  # tp + fp
+    envelope = np.maximum.accumulate((tp / (seen + np.spacing(1)))[:, ::-1], axis=1)[:, ::-1]
+    need = np.searchsorted(np.arange(npig + 1) / npig, recalls, side="left")
+    for j in range(n_rows):
+        at = np.searchsorted(tp[j], need, side="left")
+        inside = at < nd
+        q[j, inside] = envelope[j, at[inside]]
+    return q, tp[:, -1] / npig
+
+
+def _mean(values: np.ndarray) -> float:
+    valid = values[values > -1]
+    return -1.0 if len(valid) == 0 else float(np.mean(valid))
+
+
+def summarize(acc: Accumulated, params: Params) -> dict[str, float]:
+    """The 12 COCO summary stats (pycocotools' summarize for bbox), by name."""
+    dets = sorted(params.max_dets)
+    top = len(dets) - 1
+    t50 = np.where(params.ious == 0.5)[0]
+    t75 = np.where(params.ious == 0.75)[0]
+    p, r = acc.precision, acc.recall
+    values = [
+        _mean(p[:, :, :, 0, top]),
+        _mean(p[t50][:, :, :, 0, top]),
+        _mean(p[t75][:, :, :, 0, top]),
+        _mean(p[:, :, :, 1, top]),
+        _mean(p[:, :, :, 2, top]),
+        _mean(p[:, :, :, 3, top]),
+        *(_mean(r[:, :, 0, m]) for m in range(len(dets))),
+        _mean(r[:, :, 1, top]),
+        _mean(r[:, :, 2, top]),
+        _mean(r[:, :, 3, top]),
+    ]
+    return dict(zip(STAT_NAMES, values, strict=True))
+
+
+def class_ap(acc: Accumulated) -> np.ndarray:
+    """AP per class (area all, the largest maxDets), -1 for a class without ground truth."""
+    p = acc.precision[:, :, :, 0, -1]
+    return np.array([_mean(p[:, :, k]) for k in range(p.shape[2])])

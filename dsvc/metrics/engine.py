@@ -1,0 +1,194 @@
+"""Evaluating predictions against a version's labels, incrementally.
+
+A frame's cells depend only on its labels object, its predictions object and the parameters, so they are
+cached under (labels id, predictions id) in a folder per parameters digest: evaluating a new checkpoint
+computes cells only for frames whose labels or predictions changed (or that are new), then accumulates
+all cells again. The image order (COCO image ids) depends on the frames map only and is cached by its
+root, so a relabel reads no Frame objects at all.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from dsvc import tree
+from dsvc.hashing import ID_SIZE, ObjectId
+from dsvc.metrics import accumulate as acc
+from dsvc.metrics.cache import CellCache, FrameClasses, gather, make_segment, write_derived
+from dsvc.metrics.columns import NONE, columns, read_annotations
+from dsvc.metrics.inference import catalog
+from dsvc.metrics.match import Cells, match
+from dsvc.metrics.params import Params
+from dsvc.metrics.thresholds import ClassificationView, ThresholdView, classification_view, detection_view
+from dsvc.store import ObjectStore
+
+MATCH_BATCH = 8192  # frames matched at once: bounds the memory of the matching step
+
+
+@dataclass(frozen=True)
+class FrameCounts:
+    """How many frames an evaluation covered, and how many of them needed new cells."""
+
+    evaluated: int
+    recomputed: int
+    reused: int
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Everything `dsvc eval` reports for one inference set on one version."""
+
+    stats: dict[str, float]
+    classes: tuple[str, ...]
+    ap: tuple[float, ...]
+    detection: ThresholdView
+    classification: ClassificationView | None
+    frames: FrameCounts
+    iou: float
+    conf: float
+
+
+@dataclass(frozen=True)
+class ImageOrder:
+    """Frame ids of a version (key order), each frame's position in image order, the declared classes."""
+
+    frames: tuple[str, ...]
+    position: np.ndarray
+    classes: tuple[str, ...]
+
+
+def image_order(store: ObjectStore, roots: Mapping[str, ObjectId], cache_root: Path) -> ImageOrder:
+    """The image order of a version, cached under its frames and sources roots."""
+    path = cache_root / f"order-{roots['frames'].hex()[:32]}-{roots['sources'].hex()[:16]}.npz"
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return ImageOrder(tuple(z["frames"].tolist()), z["position"], tuple(z["classes"].tolist()))
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        pass  # not computed yet, or torn by a crash: compute it (again)
+    cat = catalog(store, roots)
+    order = ImageOrder(cat.frames, np.array(cat.order, dtype=np.int64), cat.classes)
+    out = io.BytesIO()
+    np.savez(
+        out,
+        frames=np.array(order.frames, dtype=str),
+        position=order.position,
+        classes=np.array(order.classes, dtype=str),
+    )
+    write_derived(path, out.getvalue())
+    return order
+
+
+def compute_cells(store: ObjectStore, keys: Sequence[bytes], params: Params, cache: CellCache) -> None:
+    """Match the frames of the given keys and add their cells to the cache."""
+    for start in range(0, len(keys), MATCH_BATCH):
+        chunk = keys[start : start + MATCH_BATCH]
+        ids = {ObjectId(k[i : i + ID_SIZE]) for k in chunk for i in (0, ID_SIZE)} - {NONE}
+        gt, dt, batch = columns(chunk, read_annotations(store, sorted(ids)))
+        cells = match(gt, dt, max(len(batch.classes), 1), params)
+        names = sorted(batch.classes, key=batch.classes.__getitem__)
+        cache.add(make_segment(list(chunk), names, cells, FrameClasses(batch.true, batch.pred, batch.score)))
+
+
+def map_listing(store: ObjectStore, root: ObjectId, cache_root: Path) -> dict[bytes, bytes]:
+    """All entries of a labels or predictions map, cached under its root: an inference set's map is
+    evaluated at every checkpoint and a checkpoint's labels for every model, and a walk reads every node."""
+    path = cache_root / "maps" / f"{root.hex()}.npz"
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            values = z["values"].tobytes()
+            return {
+                key.encode(): values[i * ID_SIZE : (i + 1) * ID_SIZE]
+                for i, key in enumerate(z["keys"].tolist())
+            }
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        pass  # not listed yet, or torn by a crash
+    listing = dict(tree.items(store, root))
+    out = io.BytesIO()
+    np.savez(
+        out,
+        keys=np.array([k.decode() for k in listing], dtype=str),
+        values=np.frombuffer(b"".join(listing.values()), dtype=np.uint8),
+    )
+    write_derived(path, out.getvalue())
+    return listing
+
+
+def frame_keys(
+    store: ObjectStore,
+    cache_root: Path,
+    labels_root: ObjectId,
+    predictions_root: ObjectId,
+    frames: Sequence[str],
+) -> list[bytes]:
+    """(labels id, predictions id) of each frame, zeros where it has none: the cache key of its cells."""
+    labels = map_listing(store, labels_root, cache_root)
+    predictions = map_listing(store, predictions_root, cache_root)
+    out = []
+    for frame in frames:
+        key = frame.encode()
+        out.append(labels.get(key, NONE) + predictions.get(key, NONE))
+    return out
+
+
+def evaluate(
+    store: ObjectStore,
+    cache_root: Path,
+    roots: Mapping[str, ObjectId],
+    predictions_root: ObjectId,
+    params: Params,
+    iou: float = 0.5,
+    conf: float = 0.5,
+    only: Collection[str] | None = None,
+) -> Evaluation:
+    """Evaluate a predictions map against a version (restricted to the frames in `only` when given)."""
+    t = params.iou_index(iou)
+    order = image_order(store, roots, cache_root)
+    chosen = np.arange(len(order.frames))
+    if only is not None:
+        wanted = set(only)
+        chosen = np.array([i for i, f in enumerate(order.frames) if f in wanted], dtype=np.int64)
+    frames = [order.frames[i] for i in chosen.tolist()]
+    keys = frame_keys(store, cache_root, roots["labels"], predictions_root, frames)
+    cache = CellCache(cache_root / params.digest())
+    missing = list(dict.fromkeys(k for k in keys if k not in cache.index))
+    compute_cells(store, missing, params, cache)
+    fresh = set(missing)
+    recomputed = sum(1 for k in keys if k in fresh)
+    names = sorted({str(c) for seg in cache.segments for c in seg.classes.tolist()} - set(order.classes))
+    every = [*order.classes, *names]
+    got = gather(cache, keys, every)
+    classes, cells, fc = _used_classes(got.cells, got.frame_classes, every, len(order.classes))
+    k = len(classes)
+    result = acc.accumulate(cells, order.position[chosen], k, params)
+    return Evaluation(
+        acc.summarize(result, params),
+        classes,
+        tuple(acc.class_ap(result).tolist()),
+        detection_view(cells, k, t, params.iou_thresholds[t], conf),
+        classification_view(fc, k, conf),
+        FrameCounts(len(frames), recomputed, len(frames) - recomputed),
+        params.iou_thresholds[t],
+        conf,
+    )
+
+
+def _used_classes(
+    cells: Cells, fc: FrameClasses, every: list[str], declared: int
+) -> tuple[tuple[str, ...], Cells, FrameClasses]:
+    """Keep the declared classes and those the evaluated frames use, renumbered."""
+    used = np.zeros(len(every) + 1, dtype=bool)
+    used[:declared] = True
+    for codes in (cells.d_cls, cells.g_cls, fc.true, fc.pred):
+        used[codes[codes >= 0]] = True
+    used[-1] = False
+    new = np.full(len(every) + 1, -1, dtype=np.int64)
+    new[np.flatnonzero(used)] = np.arange(int(used.sum()))
+    renumbered = replace(cells, d_cls=new[cells.d_cls], g_cls=new[cells.g_cls])
+    classes = tuple(every[i] for i in np.flatnonzero(used[:-1]).tolist())
+    return classes, renumbered, FrameClasses(new[fc.true], new[fc.pred], fc.score)
