@@ -11,17 +11,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from dsvc import dataset, history, tree
+from dsvc.atomic import write_file
 from dsvc.config import Config
+from dsvc.diff import Comparison, Counts, FrameChange, count, frame_change
 from dsvc.errors import BadRevision, DsvcError, InvalidInput, NotARepository, RefConflict
 from dsvc.formats import detect_format, get_format
 from dsvc.fsck import FsckReport, fsck
-from dsvc.hashing import ObjectId, hash_file
+from dsvc.hashing import ObjectId, hash_bytes, hash_file
 from dsvc.history import load_any, resolve, resolve_commit
 from dsvc.lock import WriterLock
 from dsvc.objects import Checkpoint, Commit, Frame, Labels, Signature, Source, StoredObject
 from dsvc.refs import HEAD, RefStore, check_ref_name
-from dsvc.store import DiskObjectStore
+from dsvc.store import DiskObjectStore, ObjectStore, OverlayObjectStore
 from dsvc.workdir.checkout import CheckoutResult, checkout
 from dsvc.workdir.index import Index
 from dsvc.workdir.stage import Progress, SourceSpec, StageResult, empty_roots, no_progress, stage
@@ -53,6 +57,7 @@ class LogEntry:
     id: ObjectId
     commit: Commit
     checkpoints: tuple[str, ...] = field(default=())
+    frame: FrameChange | None = None  # with `log(frame=...)`: how this commit changed that frame
 
 
 @dataclass(frozen=True)
@@ -255,23 +260,18 @@ class Repo:
         if self.head_commit() is None and rev == HEAD:
             return
         names = self.checkpoint_names()
-        count = 0
-        key = frame.encode() if frame is not None else None
+        shown = 0
         for oid, commit in history.walk(self.store, [self.rev_parse(rev, commit=True)]):
-            if key is not None and not self._changes_frame(commit, key):
-                continue
-            yield LogEntry(oid, commit, tuple(sorted(names.get(oid, []))))
-            count += 1
-            if limit is not None and count >= limit:
+            change = None
+            if frame is not None:
+                parent = self.roots_of(commit.parents[0] if commit.parents else None)
+                change = frame_change(self.store, parent, self.roots_of(None) | dict(commit.roots), frame)
+                if change is None:
+                    continue
+            yield LogEntry(oid, commit, tuple(sorted(names.get(oid, []))), change)
+            shown += 1
+            if limit is not None and shown >= limit:
                 return
-
-    def _changes_frame(self, commit: Commit, key: bytes) -> bool:
-        parent = self.roots_of(commit.parents[0] if commit.parents else None)
-        mine = self.roots_of(None) | dict(commit.roots)
-        return any(
-            tree.get(self.store, mine[c], key) != tree.get(self.store, parent[c], key)
-            for c in ("frames", "labels")
-        )
 
     def checkout(self, rev: str, force: bool = False, new_branch: str | None = None) -> CheckoutResult:
         """Make the working tree match rev and move HEAD: to the branch rev names, else detached."""
@@ -402,3 +402,55 @@ class Repo:
 
     def export(self, rev: str, fmt: str, out: Path) -> list[str]:
         return dataset.export(self.store, self.roots_of(self.rev_parse(rev, commit=True)), fmt, out)
+
+    # -- diffs -----------------------------------------------------------------------------------------
+
+    def compare(self, a: str | None = None, b: str | None = None) -> Comparison:
+        """Two versions to diff: a (default HEAD) against b (default the working tree, staged into a scratch
+        store so nothing is written to the repository)."""
+        before_id = self.rev_parse(a, commit=True) if a is not None else self.head_commit()
+        if b is not None:
+            after_id = self.rev_parse(b, commit=True)
+            return Comparison(
+                self.store, self.roots_of(before_id), self.roots_of(after_id), before_id, after_id
+            )
+        store, roots = self.worktree_roots()
+        return Comparison(store, self.roots_of(before_id), roots, before_id, None)
+
+    def worktree_roots(self) -> tuple[ObjectStore, dict[str, ObjectId]]:
+        """The roots `dsvc add .` would stage now, in a scratch store over the repository's."""
+        scratch = OverlayObjectStore(self.store)
+        with scratch.batch():
+            result = stage(scratch, self.index, self.root, self.sources(), self.staged_roots())
+        return scratch, result.roots
+
+    def diff(self, a: str | None = None, b: str | None = None) -> Iterator[FrameChange]:
+        """The frames that differ from a to b (see `compare`), streamed in id order."""
+        return self.compare(a, b).frames()
+
+    def overlap(self, a: str | None = None, b: str | None = None) -> Iterator[str]:
+        """The ids of the frames both a and b have."""
+        return self.compare(a, b).overlap()
+
+    def counts(self, roots: Mapping[str, ObjectId]) -> Counts:
+        """The distribution of a version, counted in full once and then read from `.dsvc/cache/counts`."""
+        path = self._counts_path(roots)
+        try:
+            return Counts.from_json(orjson.loads(path.read_bytes()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):  # absent or unreadable: recount
+            counts = count(self.store, roots)
+            self.remember_counts(roots, counts)
+            return counts
+
+    def remember_counts(self, roots: Mapping[str, ObjectId], counts: Counts) -> None:
+        """Cache a version's counts (a cache: failing to write it only costs a recount later)."""
+        path = self._counts_path(roots)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_file(path, orjson.dumps(counts.to_json()))
+        except OSError:
+            pass
+
+    def _counts_path(self, roots: Mapping[str, ObjectId]) -> Path:
+        key = hash_bytes(roots["frames"] + roots["labels"]).hex()
+        return self.dsvc_dir / "cache" / "counts" / f"{key}.json"
