@@ -16,7 +16,7 @@ import orjson
 from dsvc import dataset, history, tree
 from dsvc.atomic import write_file
 from dsvc.config import Config
-from dsvc.diff import Comparison, Counts, FrameChange, count, frame_change
+from dsvc.diff import Comparison, Counts, Distribution, FrameChange, FrameDetail, count, detail, frame_change
 from dsvc.errors import BadRevision, DsvcError, InvalidInput, NotARepository, RefConflict
 from dsvc.formats import detect_format, get_format
 from dsvc.fsck import FsckReport, fsck
@@ -57,7 +57,7 @@ class LogEntry:
     id: ObjectId
     commit: Commit
     checkpoints: tuple[str, ...] = field(default=())
-    frame: FrameChange | None = None  # with `log(frame=...)`: how this commit changed that frame
+    frame: FrameDetail | None = None  # with `log(frame=...)`: how this commit changed that frame
 
 
 @dataclass(frozen=True)
@@ -268,7 +268,8 @@ class Repo:
                 change = frame_change(self.store, parent, self.roots_of(None) | dict(commit.roots), frame)
                 if change is None:
                     continue
-            yield LogEntry(oid, commit, tuple(sorted(names.get(oid, []))), change)
+            found = None if change is None else detail(self.store, change)
+            yield LogEntry(oid, commit, tuple(sorted(names.get(oid, []))), found)
             shown += 1
             if limit is not None and shown >= limit:
                 return
@@ -431,6 +432,14 @@ class Repo:
     def overlap(self, a: str | None = None, b: str | None = None) -> Iterator[str]:
         """The ids of the frames both a and b have."""
         return self.compare(a, b).overlap()
+
+    def distribution(self, comparison: Comparison, details: list[FrameDetail]) -> Distribution:
+        """Both sides' distributions: the first from the cache (counted once), the second from the changes
+        (and cached in turn when it is a commit)."""
+        found = comparison.distribution(self.counts(comparison.before), details)
+        if comparison.after_id is not None:
+            self.remember_counts(comparison.after, found.after)
+        return found
 
     def counts(self, roots: Mapping[str, ObjectId]) -> Counts:
         """The distribution of a version, counted in full once and then read from `.dsvc/cache/counts`."""

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from dsvc.cli.common import cwd, identity, open_repo, output, reporting
+from dsvc.cli.diff import stats_between
 from dsvc.cli.workdir import when
 from dsvc.dataset import frame_json
 from dsvc.errors import InvalidInput
@@ -214,13 +215,19 @@ def frames(ctx: click.Context, rev: str, where: tuple[str, ...], classes: tuple[
     epilog="""\b
 Examples:
   dsvc stats v0 --json    # {"frames": N, "labels": M, "classes": {...}}
+  dsvc stats v0 v1        # side by side: frames, labels, labels per class, frames per metadata value
+  dsvc stats v0 v1 --json # {"from", "to", "frames", "labels", "classes", "metadata"}, each {"from", "to"}
 """
 )
 @click.argument("rev", default="HEAD")
+@click.argument("other", required=False)
 @reporting
 @click.pass_context
-def stats(ctx: click.Context, rev: str) -> None:
-    """Frame, label and per-class counts of a revision."""
+def stats(ctx: click.Context, rev: str, other: str | None) -> None:
+    """Frame, label and per-class counts of REV, or of REV and OTHER side by side."""
+    if other is not None:
+        stats_between(ctx, rev, other)
+        return
     data = open_repo(ctx).stats(rev)
     text = [
         f"{data['frames']} frames, {data['labels']} labels",

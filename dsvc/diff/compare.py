@@ -27,6 +27,15 @@ class FrameDetail:
     labels: tuple[LabelChange, ...]
 
 
+def detail(store: ObjectStore, change: FrameChange) -> FrameDetail:
+    """Read a changed frame's objects and, if its labels changed, match them."""
+    sides = read_sides(store, change)
+    found: tuple[LabelChange, ...] = ()
+    if "labels" in change.changes:
+        found = tuple(label_changes(sides.old_labels or Labels(()), sides.new_labels or Labels(())))
+    return FrameDetail(change, sides, found)
+
+
 @dataclass(frozen=True)
 class Comparison:
     """Two versions to compare; `before`/`after` are their column roots, ids their commits (None for the
@@ -49,11 +58,7 @@ class Comparison:
     def details(self) -> Iterator[FrameDetail]:
         """The changed frames with their objects and label-level changes (reads only changed objects)."""
         for change in self.frames():
-            sides = read_sides(self.store, change)
-            found: tuple[LabelChange, ...] = ()
-            if "labels" in change.changes:
-                found = tuple(label_changes(sides.old_labels or Labels(()), sides.new_labels or Labels(())))
-            yield FrameDetail(change, sides, found)
+            yield detail(self.store, change)
 
     def summary(self, details: list[FrameDetail]) -> Summary:
         return summarize(self.store, self.before, self.after, Counter(d.change.kind for d in details))
