@@ -454,6 +454,8 @@ class Repo:
     def remember_counts(self, roots: Mapping[str, ObjectId], counts: Counts) -> None:
         """Cache a version's counts (a cache: failing to write it only costs a recount later)."""
         path = self._counts_path(roots)
+        if path.exists():
+            return
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             write_file(path, orjson.dumps(counts.to_json()))
