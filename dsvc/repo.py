@@ -16,7 +16,7 @@ import orjson
 from dsvc import dataset, history, tree
 from dsvc.atomic import write_file
 from dsvc.config import Config
-from dsvc.diff import Comparison, Counts, Distribution, FrameChange, FrameDetail, count, detail, frame_change
+from dsvc.diff import Comparison, Counts, Distribution, FrameChange, FrameDetail, count, details, frame_change
 from dsvc.errors import BadRevision, DsvcError, InvalidInput, NotARepository, RefConflict
 from dsvc.formats import detect_format, get_format
 from dsvc.fsck import FsckReport, fsck
@@ -268,7 +268,7 @@ class Repo:
                 change = frame_change(self.store, parent, self.roots_of(None) | dict(commit.roots), frame)
                 if change is None:
                     continue
-            found = None if change is None else detail(self.store, change)
+            found = None if change is None else details(self.store, [change])[0]
             yield LogEntry(oid, commit, tuple(sorted(names.get(oid, []))), found)
             shown += 1
             if limit is not None and shown >= limit:
@@ -433,10 +433,10 @@ class Repo:
         """The ids of the frames both a and b have."""
         return self.compare(a, b).overlap()
 
-    def distribution(self, comparison: Comparison, details: list[FrameDetail]) -> Distribution:
+    def distribution(self, comparison: Comparison, changed: list[FrameDetail]) -> Distribution:
         """Both sides' distributions: the first from the cache (counted once), the second from the changes
         (and cached in turn when it is a commit)."""
-        found = comparison.distribution(self.counts(comparison.before), details)
+        found = comparison.distribution(self.counts(comparison.before), changed)
         if comparison.after_id is not None:
             self.remember_counts(comparison.after, found.after)
         return found

@@ -4,7 +4,7 @@
 counts classes and metadata values, `compare` puts them together for two root sets.
 """
 
-from dsvc.diff.compare import Comparison, FrameDetail, detail
+from dsvc.diff.compare import Comparison, FrameDetail, details
 from dsvc.diff.distribution import Counts, Distribution, Sides, count, read_sides
 from dsvc.diff.frames import ASPECTS, FrameChange, Summary, diff_frames, frame_change, overlap
 from dsvc.diff.labels import LABEL_KINDS, LabelChange, box_iou, label_changes
@@ -22,7 +22,7 @@ __all__ = [
     "Summary",
     "box_iou",
     "count",
-    "detail",
+    "details",
     "diff_frames",
     "frame_change",
     "label_changes",

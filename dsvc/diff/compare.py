@@ -7,9 +7,11 @@ compared the same way.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import islice
 
+from dsvc.dataset import READ_BATCH
 from dsvc.diff.distribution import Counts, Distribution, Sides, apply, read_sides
 from dsvc.diff.frames import FrameChange, Summary, diff_frames, overlap, summarize
 from dsvc.diff.labels import LabelChange, label_changes
@@ -27,13 +29,16 @@ class FrameDetail:
     labels: tuple[LabelChange, ...]
 
 
-def detail(store: ObjectStore, change: FrameChange) -> FrameDetail:
-    """Read a changed frame's objects and, if its labels changed, match them."""
-    sides = read_sides(store, change)
-    found: tuple[LabelChange, ...] = ()
-    if "labels" in change.changes:
-        found = tuple(label_changes(sides.old_labels or Labels(()), sides.new_labels or Labels(())))
-    return FrameDetail(change, sides, found)
+def details(store: ObjectStore, changes: Sequence[FrameChange]) -> list[FrameDetail]:
+    """Read changed frames' objects (one batched lookup) and match the labels of those whose labels
+    changed."""
+    out = []
+    for change, sides in zip(changes, read_sides(store, changes), strict=True):
+        found: tuple[LabelChange, ...] = ()
+        if "labels" in change.changes:
+            found = tuple(label_changes(sides.old_labels or Labels(()), sides.new_labels or Labels(())))
+        out.append(FrameDetail(change, sides, found))
+    return out
 
 
 @dataclass(frozen=True)
@@ -57,8 +62,9 @@ class Comparison:
 
     def details(self) -> Iterator[FrameDetail]:
         """The changed frames with their objects and label-level changes (reads only changed objects)."""
-        for change in self.frames():
-            yield detail(self.store, change)
+        changes = self.frames()
+        while chunk := list(islice(changes, READ_BATCH)):
+            yield from details(self.store, chunk)
 
     def summary(self, details: list[FrameDetail]) -> Summary:
         return summarize(self.store, self.before, self.after, Counter(d.change.kind for d in details))

@@ -7,7 +7,7 @@ changed frames to a copy, which costs O(changes): the second side's counts are n
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +16,7 @@ import orjson
 from dsvc import dataset
 from dsvc.diff.frames import FrameChange
 from dsvc.hashing import ObjectId
-from dsvc.objects import Frame, Labels
+from dsvc.objects import Frame, Labels, load
 from dsvc.store import ObjectStore
 
 # A metadata key with more distinct values than this (ids, timestamps, file names) tells nothing about the
@@ -100,18 +100,23 @@ class Sides:
     new_labels: Labels | None = None
 
 
-def read_sides(store: ObjectStore, change: FrameChange) -> Sides:
-    """Read the Frame and Labels objects a change names, and only those."""
+def read_sides(store: ObjectStore, changes: Sequence[FrameChange]) -> list[Sides]:
+    """Read the Frame and Labels objects the changes name, and only those, in one batched lookup."""
+    wanted = {oid for c in changes for oid in (*c.frame, *c.labels) if oid is not None}
+    found = dict(store.get_many(sorted(wanted)))
 
     def read(oid: ObjectId | None, kind: type[Frame] | type[Labels]) -> Any:
-        return None if oid is None else store.get_object(oid, kind)
+        return None if oid is None else load(found[oid], kind)
 
-    return Sides(
-        read(change.frame[0], Frame),
-        read(change.frame[1], Frame),
-        read(change.labels[0], Labels),
-        read(change.labels[1], Labels),
-    )
+    return [
+        Sides(
+            read(c.frame[0], Frame),
+            read(c.frame[1], Frame),
+            read(c.labels[0], Labels),
+            read(c.labels[1], Labels),
+        )
+        for c in changes
+    ]
 
 
 def apply(counts: Counts, changes: Iterable[tuple[FrameChange, Sides]]) -> Counts:

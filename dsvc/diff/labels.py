@@ -13,8 +13,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-import numpy as np
-
 from dsvc.model import Annotation, BBox
 from dsvc.objects import Labels
 
@@ -45,42 +43,22 @@ class LabelChange:
     iou: float | None = None
 
 
-def _box_ious(p: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """IoU of every pair of boxes of two (n, 4) arrays of [x, y, w, h]; two empty boxes at one place
-    overlap fully."""
-    ix = np.clip(
-        np.minimum.outer(p[:, 0] + p[:, 2], q[:, 0] + q[:, 2]) - np.maximum.outer(p[:, 0], q[:, 0]), 0, None
-    )
-    iy = np.clip(
-        np.minimum.outer(p[:, 1] + p[:, 3], q[:, 1] + q[:, 3]) - np.maximum.outer(p[:, 1], q[:, 1]), 0, None
-    )
-    inter = ix * iy
-    union = np.add.outer(p[:, 2] * p[:, 3], q[:, 2] * q[:, 3]) - inter
-    same = (np.abs(p[:, None, :] - q[None, :, :]).sum(axis=2) == 0).astype(float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        iou: np.ndarray = np.where(union > 0, inter / union, same)
-    return iou
-
-
 def box_iou(a: BBox, b: BBox) -> float:
-    """Intersection over union of two boxes."""
-    return float(_box_ious(np.array([a.to_value()]), np.array([b.to_value()]))[0, 0])
+    """Intersection over union of two boxes; two empty boxes at one place overlap fully."""
+    ix = min(a.x + a.w, b.x + b.w) - max(a.x, b.x)
+    iy = min(a.y + a.h, b.y + b.h) - max(a.y, b.y)
+    inter = ix * iy if ix > 0 and iy > 0 else 0.0
+    union = a.w * a.h + b.w * b.h - inter
+    if union > 0:
+        return inter / union
+    return 1.0 if (a.x, a.y, a.w, a.h) == (b.x, b.y, b.w, b.h) else 0.0
 
 
-def _iou_matrix(a: Sequence[Annotation], b: Sequence[Annotation]) -> np.ndarray:
-    """IoU of every pair; an annotation without a box overlaps fully another without one, else nothing."""
-    out = np.zeros((len(a), len(b)))
-    boxed_a = [i for i, x in enumerate(a) if x.bbox is not None]
-    boxed_b = [j for j, y in enumerate(b) if y.bbox is not None]
-    unboxed_b = [j for j, y in enumerate(b) if y.bbox is None]
-    for i, x in enumerate(a):
-        if x.bbox is None:
-            out[i, unboxed_b] = 1.0
-    if boxed_a and boxed_b:
-        p = np.array([a[i].bbox.to_value() for i in boxed_a])  # type: ignore[union-attr]
-        q = np.array([b[j].bbox.to_value() for j in boxed_b])  # type: ignore[union-attr]
-        out[np.ix_(boxed_a, boxed_b)] = _box_ious(p, q)
-    return out
+def _iou(a: Annotation, b: Annotation) -> float:
+    """Box IoU; an annotation without a box overlaps fully another without one, and nothing else."""
+    if a.bbox is None or b.bbox is None:
+        return 1.0 if a.bbox is None and b.bbox is None else 0.0
+    return box_iou(a.bbox, b.bbox)
 
 
 def _greedy(
@@ -89,29 +67,20 @@ def _greedy(
     """Pair unmatched annotations by descending IoU: same class above SAME_CLASS_IOU, then different
     classes above OTHER_CLASS_IOU. Two annotations that both have ids are never paired (different ids
     are different labels)."""
-    if not left or not right:
-        return []
-    iou = _iou_matrix([a[i] for i in left], [b[j] for j in right])
+    scored = [(_iou(a[i], b[j]), i, j) for i in left for j in right if a[i].id is None or b[j].id is None]
     pairs: list[tuple[int, int]] = []
+    used_a: set[int] = set()
+    used_b: set[int] = set()
     for same, least in ((True, SAME_CLASS_IOU), (False, OTHER_CLASS_IOU)):
         candidates = sorted(
-            (
-                (-iou[p, q], p, q)
-                for p, i in enumerate(left)
-                for q, j in enumerate(right)
-                if iou[p, q] >= least
-                and (a[i].label == b[j].label) == same
-                and (a[i].id is None or b[j].id is None)
-            ),
+            ((-iou, i, j) for iou, i, j in scored if iou >= least and (a[i].label == b[j].label) == same)
         )
-        used_a = {p for p, _ in pairs}
-        used_b = {q for _, q in pairs}
-        for _, p, q in candidates:
-            if p not in used_a and q not in used_b:
-                pairs.append((p, q))
-                used_a.add(p)
-                used_b.add(q)
-    return [(left[p], right[q]) for p, q in pairs]
+        for _, i, j in candidates:
+            if i not in used_a and j not in used_b:
+                pairs.append((i, j))
+                used_a.add(i)
+                used_b.add(j)
+    return pairs
 
 
 def _geometry(ann: Annotation) -> tuple[object, ...]:
