@@ -36,6 +36,9 @@ demo: $(STAMP)
 	cd $(DEMO)/cars && $(DSVC) status | head -8
 	cd $(DEMO)/cars && $(DSVC) add . && $(DSVC) commit -m "relabel and curate"
 	cd $(DEMO)/cars && $(DSVC) checkpoint create v1 -m "relabeled"
+	@echo "== what changed from v0 to v1: frames, labels, classes"
+	cd $(DEMO)/cars && $(DSVC) diff v0 v1
+	cd $(DEMO)/cars && $(DSVC) diff v0 v1 --labels | grep -A4 -m1 "(labels)$$"
 	cd $(DEMO)/cars && $(DSVC) log && $(DSVC) checkpoint list && $(DSVC) stats v1
 	@echo "== time travel back to v0"
 	cd $(DEMO)/cars && $(DSVC) checkout v0 && $(DSVC) status
@@ -50,6 +53,7 @@ bench: $(BENCH_STAMP)
 	$(PY) -m benchmarks.tree --sizes 100000,1000000 --edits 1000
 	$(PY) -m benchmarks.store
 	$(PY) -m benchmarks.workdir
+	$(PY) -m benchmarks.diff
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check dsvc tests benchmarks

@@ -502,15 +502,27 @@ def diff(store: ObjectStore, a: ObjectId, b: ObjectId) -> Iterator[Change]:
     left: list[tuple[int, bytes, bytes]] = [(load(a).level, b"", a)]
     right: list[tuple[int, bytes, bytes]] = [(load(b).level, b"", b)]
 
-    def expand(stack: list[tuple[int, bytes, bytes]]) -> None:
+    def expand(stack: list[tuple[int, bytes, bytes]], skip: frozenset[bytes] = frozenset()) -> None:
         _, _, oid = stack.pop()
         node = load(oid)
-        if node.level:
+        if node.level and skip:
+            position = dict(zip(node.values, range(len(node.values)), strict=True))
+            kept = sorted(map(position.__getitem__, set(node.values) - skip), reverse=True)
+            stack.extend((node.level - 1, node.keys[i], node.values[i]) for i in kept)
+        elif node.level:
             stack.extend(
                 (node.level - 1, node.keys[i], node.values[i]) for i in range(len(node.keys) - 1, -1, -1)
             )
         else:
             stack.extend((-1, node.keys[i], node.values[i]) for i in range(len(node.keys) - 1, -1, -1))
+
+    def expand_both() -> None:
+        """Expand two internal nodes of one level, leaving out the children they share: equal ids are
+        equal subtrees (same keys, same values) on both sides, so dropping them changes no difference, and
+        a wide node costs a set intersection instead of a comparison per child."""
+        shared = frozenset(load(left[-1][2]).values) & frozenset(load(right[-1][2]).values)
+        expand(left, shared)
+        expand(right, shared)
 
     while left and right:
         la, ka, va = left[-1]
@@ -530,6 +542,8 @@ def diff(store: ObjectStore, a: ObjectId, b: ObjectId) -> Iterator[Change]:
             else:
                 right.pop()
                 yield Change(kb, None, vb)
+        elif la == lb and la > 0:
+            expand_both()
         elif la >= lb:
             expand(left)
         else:

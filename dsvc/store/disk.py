@@ -59,11 +59,17 @@ class DiskObjectStore(ObjectStore):
         return [self._open(name) for name in sorted(present - set(self._packs))]
 
     def _locate(self, oid: ObjectId) -> tuple[PackReader, int] | None:
-        """The pack holding oid and its position there, looking again for new packs on a miss."""
+        """The pack holding oid and its position there, looking again for new packs on a miss.
+
+        Packs are searched most recently hit first: a walk of a tree reads nodes written together (a build
+        writes in key order), so with dozens of packs this saves most of the searches."""
         for readers in (list(self._packs.values()), None):
-            for reader in readers if readers is not None else self._refresh():
+            for i, reader in enumerate(readers if readers is not None else self._refresh()):
                 position = reader.index.find(oid)
                 if position >= 0:
+                    if i:
+                        name = reader.index.name
+                        self._packs = {name: reader, **{k: v for k, v in self._packs.items() if k != name}}
                     return reader, position
         return None
 
