@@ -28,6 +28,7 @@ from dsvc.objects import Frame, Labels, Media
 from dsvc.store import MemoryObjectStore, ObjectStore, OverlayObjectStore
 from dsvc.workdir.stage import empty_roots
 from dsvc.workdir.status import compare_roots
+from tests.test_tree import _apply_naive
 
 Dataset = Mapping[str, tuple[Frame, Labels]]
 
@@ -205,12 +206,7 @@ def naive(a: Dataset, b: Dataset) -> list[tuple[str, str, tuple[str, ...]]]:
 @settings(max_examples=120)
 @given(datasets, edits)
 def test_diff_equals_a_naive_comparison_of_the_full_frame_maps(a: Dataset, changes: list) -> None:
-    b = dict(a)
-    for fid, value in changes:
-        if value is None:
-            b.pop(fid, None)
-        else:
-            b[fid] = value
+    b = _apply_naive(a, changes)
     store = MemoryObjectStore()
     ra, rb = roots_of(store, a), roots_of(store, b)
     found = list(diff_frames(store, ra, rb))
