@@ -502,25 +502,27 @@ def diff(store: ObjectStore, a: ObjectId, b: ObjectId) -> Iterator[Change]:
     left: list[tuple[int, bytes, bytes]] = [(load(a).level, b"", a)]
     right: list[tuple[int, bytes, bytes]] = [(load(b).level, b"", b)]
 
-    def expand(stack: list[tuple[int, bytes, bytes]], skip: frozenset[bytes] = frozenset()) -> None:
+    def identities(node: Node) -> tuple[object, ...]:
+        """What makes an item of a node equal on both sides: a child's id, or a leaf entry's key and value."""
+        return node.values if node.level else tuple(zip(node.keys, node.values, strict=True))
+
+    def expand(stack: list[tuple[int, bytes, bytes]], skip: frozenset[object] = frozenset()) -> None:
         _, _, oid = stack.pop()
         node = load(oid)
-        if node.level and skip:
-            position = dict(zip(node.values, range(len(node.values)), strict=True))
-            kept = sorted(map(position.__getitem__, set(node.values) - skip), reverse=True)
-            stack.extend((node.level - 1, node.keys[i], node.values[i]) for i in kept)
-        elif node.level:
-            stack.extend(
-                (node.level - 1, node.keys[i], node.values[i]) for i in range(len(node.keys) - 1, -1, -1)
-            )
+        level = node.level - 1 if node.level else -1
+        if skip:
+            ident = identities(node)
+            position = dict(zip(ident, range(len(ident)), strict=True))
+            kept: Iterable[int] = sorted(map(position.__getitem__, set(ident) - skip), reverse=True)
         else:
-            stack.extend((-1, node.keys[i], node.values[i]) for i in range(len(node.keys) - 1, -1, -1))
+            kept = range(len(node.keys) - 1, -1, -1)
+        stack.extend((level, node.keys[i], node.values[i]) for i in kept)
 
     def expand_both() -> None:
-        """Expand two internal nodes of one level, leaving out the children they share: equal ids are
-        equal subtrees (same keys, same values) on both sides, so dropping them changes no difference, and
-        a wide node costs a set intersection instead of a comparison per child."""
-        shared = frozenset(load(left[-1][2]).values) & frozenset(load(right[-1][2]).values)
+        """Expand two nodes of one level, leaving out the items they share: equal child ids are equal
+        subtrees, equal leaf entries are equal entries, on both sides, so dropping them changes no
+        difference, and a node costs a set intersection instead of a comparison per item."""
+        shared = frozenset(identities(load(left[-1][2]))) & frozenset(identities(load(right[-1][2])))
         expand(left, shared)
         expand(right, shared)
 
@@ -542,7 +544,7 @@ def diff(store: ObjectStore, a: ObjectId, b: ObjectId) -> Iterator[Change]:
             else:
                 right.pop()
                 yield Change(kb, None, vb)
-        elif la == lb and la > 0:
+        elif la == lb >= 0:
             expand_both()
         elif la >= lb:
             expand(left)
