@@ -145,6 +145,8 @@ def test_text_stats_log_and_api(relabeled: Relabeled) -> None:
     assert "class changed" in detail and "IoU" in detail
 
     stats = data("stats", "v0", "v1", cwd=root)
+    # v0 was counted in full once and cached; v1's counts came from v0's and the changes, cached in turn
+    assert len(list((root / ".dsvc" / "cache" / "counts").glob("*.json"))) == 2
     assert set(stats) == {"from", "to", "frames", "labels", "classes", "metadata"}
     assert stats["frames"] == {"from": 80, "to": 80 + added}
     assert stats["classes"] == data("diff", "v0", "v1", cwd=root)["classes"]

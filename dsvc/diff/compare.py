@@ -67,8 +67,8 @@ class Comparison:
             yield from details(self.store, chunk)
 
     def summary(self, details: list[FrameDetail]) -> Summary:
-        return summarize(self.store, self.before, self.after, Counter(d.change.kind for d in details))
+        return summarize(self.store, self.before, Counter(d.change.kind for d in details))
 
     def distribution(self, before: Counts, details: list[FrameDetail]) -> Distribution:
         """Both sides' counts, from the first side's (see distribution.py) and the changed frames."""
-        return Distribution(before, apply(before, ((d.change, d.sides) for d in details)))
+        return Distribution(before, apply(before, (d.sides for d in details)))

@@ -119,10 +119,10 @@ def read_sides(store: ObjectStore, changes: Sequence[FrameChange]) -> list[Sides
     ]
 
 
-def apply(counts: Counts, changes: Iterable[tuple[FrameChange, Sides]]) -> Counts:
-    """The counts of the second side of a diff, from those of the first and the changed frames."""
+def apply(counts: Counts, changed: Iterable[Sides]) -> Counts:
+    """The counts of the second side of a diff, from those of the first and the changed frames' objects."""
     out = counts.copy()
-    for _, sides in changes:
+    for sides in changed:
         # Added and removed frames always carry their Frame object, so the frame total follows.
         out.add(sides.old_frame, sides.old_labels, -1)
         out.add(sides.new_frame, sides.new_labels, 1)

@@ -119,12 +119,10 @@ def frame_change(
     return FrameChange(frame_id, "modified", aspects, frame, labels) if aspects else None
 
 
-def summarize(
-    store: ObjectStore, a: Mapping[str, ObjectId], b: Mapping[str, ObjectId], changes: Mapping[str, int]
-) -> Summary:
-    """Complete counts of added, removed and modified frames with the sizes of both sides (root counts)."""
+def summarize(store: ObjectStore, a: Mapping[str, ObjectId], kinds: Mapping[str, int]) -> Summary:
+    """Complete the counts of added, removed and modified frames with the size of side a (its root count)."""
     before = tree.length(store, a["frames"])
-    added, removed, modified = changes.get("added", 0), changes.get("removed", 0), changes.get("modified", 0)
+    added, removed, modified = kinds.get("added", 0), kinds.get("removed", 0), kinds.get("modified", 0)
     return Summary(added, removed, modified, before - removed - modified, before - removed)
 
 
