@@ -132,6 +132,7 @@ def test_diff_frames_names_kinds_and_aspects() -> None:
     b["f3"] = (frame(3), Labels((box(5, 0, 10, 10, ident=1),)))
     b["f4"] = (frame(4, "fog", blob=b"y"), Labels(()))
     b["f9"] = (frame(9), one)
+    a["f6"], b["f6"] = (Frame((), {"n": 1}), one), (Frame((), {"n": True}), one)  # equal in Python only
     ra, rb = roots_of(store, a), roots_of(store, b)
     found = {c.id: (c.kind, c.changes) for c in diff_frames(store, ra, rb)}
     assert found == {
@@ -140,20 +141,21 @@ def test_diff_frames_names_kinds_and_aspects() -> None:
         "f2": ("modified", ("media",)),
         "f3": ("modified", ("labels",)),
         "f4": ("modified", ("media", "metadata", "labels")),
+        "f6": ("modified", ("metadata",)),
         "f9": ("added", ()),
     }
     for fid, (kind, aspects) in found.items():
         single = frame_change(store, ra, rb, fid)
         assert single is not None and (single.kind, single.changes) == (kind, aspects)
     assert frame_change(store, ra, rb, "f5") is None
-    assert list(overlap(store, ra, rb)) == ["f1", "f2", "f3", "f4", "f5"]
+    assert list(overlap(store, ra, rb)) == ["f1", "f2", "f3", "f4", "f5", "f6"]
     cmp = Comparison(store, ra, rb, None, None)
     details = list(cmp.details())
     s = cmp.summary(details)
-    assert (s.added, s.removed, s.modified, s.unchanged, s.overlap) == (1, 1, 4, 1, 5)
+    assert (s.added, s.removed, s.modified, s.unchanged, s.overlap) == (1, 1, 5, 1, 6)
     assert [c.kind for c in details[3].labels] == ["moved"]
     changes = compare_roots(store, ra, rb)  # status reports the same frames
-    assert changes.frames == {"added": ["f9"], "modified": ["f1", "f2", "f3", "f4"], "removed": ["f0"]}
+    assert changes.frames == {"added": ["f9"], "modified": ["f1", "f2", "f3", "f4", "f6"], "removed": ["f0"]}
 
 
 frame_ids = st.sampled_from([f"{i:03d}/frame.jpg" for i in range(40)])

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-from dsvc import tree
+from dsvc import codec, tree
 from dsvc.hashing import ObjectId
 from dsvc.objects import Frame
 from dsvc.store import ObjectStore
@@ -55,9 +55,14 @@ def _frame_aspects(store: ObjectStore, old: ObjectId, new: ObjectId) -> tuple[st
     found = []
     if a.media != b.media:
         found.append("media")
-    if dict(a.metadata) != dict(b.metadata) or a.source != b.source:
+    # Encoded, since Python equality takes 1, 1.0 and True for one value where the stored bytes differ.
+    if _encoded(a.metadata) != _encoded(b.metadata) or a.source != b.source:
         found.append("metadata")
     return tuple(found)
+
+
+def _encoded(metadata: Mapping[str, Any]) -> bytes:
+    return codec.encode(codec.canonical(dict(metadata)))
 
 
 def _merged(
