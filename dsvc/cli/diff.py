@@ -46,13 +46,15 @@ def label_json(change: LabelChange) -> dict[str, Any]:
 
 
 def label_text(change: LabelChange) -> str:
+    """One label change for people: its kind, the label, and the IoU or the classes."""
     ann = change.new if change.new is not None else change.old
     assert ann is not None
     what = f"{ann.label} #{ann.id}" if ann.id is not None else ann.label
     if change.kind in ("moved", "resized"):
         return f"{change.kind:18} {what}  IoU {change.iou:.2f}"
     if change.kind == "class_changed" and change.old is not None:
-        return f"{'class changed':18} #{ann.id}  {change.old.label} -> {ann.label}"
+        where = f"#{ann.id}  " if ann.id is not None else ""
+        return f"{'class changed':18} {where}{change.old.label} -> {ann.label}"
     return f"{change.kind.replace('_', ' '):18} {what}"
 
 
