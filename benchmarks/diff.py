@@ -186,6 +186,7 @@ def git_peer(root: Path, size: int, changes: int, repeat: int) -> GitResult:
     _git("init", "-q", cwd=root)
     _git("config", "user.email", "bench@example.com", cwd=root)
     _git("config", "user.name", "bench", cwd=root)
+    _git("config", "gc.auto", "0", cwd=root)  # no background repack during the timing
     for i in range(size):
         path = root / _key(i).decode().replace(".jpg", ".txt")
         if i % 1000 == 0:
