@@ -41,6 +41,9 @@ demo: $(STAMP)
 	cd $(DEMO)/cars && $(DSVC) infer import model_a predictions/model_a.json --format coco -m "with the new frames"
 	cd $(DEMO)/cars && $(DSVC) infer import model_b predictions/model_b.json --format coco -m "with the new frames"
 	cd $(DEMO)/cars && $(DSVC) checkpoint create v1 -m "relabeled"
+	@echo "== what changed from v0 to v1: frames, labels, classes"
+	cd $(DEMO)/cars && $(DSVC) diff v0 v1
+	cd $(DEMO)/cars && $(DSVC) diff v0 v1 --labels | grep -A4 -m1 "(labels)$$"
 	cd $(DEMO)/cars && $(DSVC) log && $(DSVC) checkpoint list && $(DSVC) stats v1
 	@echo "== evaluation at both checkpoints (cached cells: only changed frames are recomputed)"
 	cd $(DEMO)/cars && $(DSVC) eval model_a --at v0 | head -3 && $(DSVC) eval model_a --at v1 | head -3
@@ -61,6 +64,7 @@ bench: $(BENCH_STAMP)
 	$(PY) -m benchmarks.store
 	$(PY) -m benchmarks.workdir
 	$(PY) -m benchmarks.metrics
+	$(PY) -m benchmarks.diff
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check dsvc tests benchmarks

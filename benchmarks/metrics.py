@@ -71,11 +71,11 @@ def _worker(tool: str, root: Path) -> dict[str, Any]:
     repo = Repo(root)
     rev = "v0"
     if tool == "dsvc-cold":
-        shutil.rmtree(repo.metrics_cache, ignore_errors=True)
+        shutil.rmtree(repo.metrics.metrics_cache, ignore_errors=True)
     else:
         rev = "v1"
     start = time.perf_counter()
-    _, _, result = repo.evaluate(NAME, rev)
+    _, _, result = repo.metrics.evaluate(NAME, rev)
     seconds = time.perf_counter() - start
     return {
         "seconds": seconds,
@@ -118,7 +118,7 @@ def _prepare(root: Path, frames: int, relabel: float) -> dict[str, Any]:
     repo.add()
     repo.commit("v0", who)
     repo.checkpoint_create("v0", who)
-    repo.infer_import(NAME, root / PREDICTIONS, "coco", who)
+    repo.metrics.infer_import(NAME, root / PREDICTIONS, "coco", who)
     return {"frames": ds.frames, "labels": ds.annotations, "predictions": len(predictions), "who": who}
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from dsvc import dataset, history, tree
 from dsvc.atomic import prune_empty_dirs
 from dsvc.config import Config
+from dsvc.diff import FrameChange, FrameDetail, details, frame_change
 from dsvc.errors import BadRevision, DsvcError, InvalidInput, NotARepository, RefConflict
 from dsvc.formats import detect_format, get_format
 from dsvc.fsck import FsckReport, fsck
@@ -21,11 +22,10 @@ from dsvc.gcpause import bulk
 from dsvc.hashing import ObjectId, hash_file
 from dsvc.history import load_any, resolve, resolve_commit
 from dsvc.lock import WriterLock
-from dsvc.metrics import engine, inference, report
-from dsvc.metrics.compare import Comparison, compare, overlap
-from dsvc.metrics.params import DEFAULT as METRIC_PARAMS
-from dsvc.objects import Checkpoint, Commit, Frame, InferenceSet, Labels, Signature, Source, StoredObject
+from dsvc.objects import Checkpoint, Commit, Frame, Labels, Signature, Source, StoredObject
 from dsvc.refs import HEAD, RefStore, check_ref_name
+from dsvc.repo_diff import Diffs
+from dsvc.repo_metrics import Metrics
 from dsvc.store import DiskObjectStore
 from dsvc.workdir.checkout import CheckoutResult, checkout
 from dsvc.workdir.index import Index
@@ -66,6 +66,7 @@ class LogEntry:
     id: ObjectId
     commit: Commit
     checkpoints: tuple[str, ...] = field(default=())
+    frame: FrameDetail | None = None  # with `log(frame=...)`: how this commit changed that frame
 
 
 @dataclass(frozen=True)
@@ -299,23 +300,19 @@ class Repo:
         if self.head_commit() is None and rev == HEAD:
             return
         names = self.checkpoint_names()
-        count = 0
-        key = frame.encode() if frame is not None else None
+        shown = 0
         for oid, commit in history.walk(self.store, [self.rev_parse(rev, commit=True)]):
-            if key is not None and not self._changes_frame(commit, key):
-                continue
-            yield LogEntry(oid, commit, tuple(sorted(names.get(oid, []))))
-            count += 1
-            if limit is not None and count >= limit:
+            change = None
+            if frame is not None:
+                parent = self.roots_of(commit.parents[0] if commit.parents else None)
+                change = frame_change(self.store, parent, self.roots_of(None) | dict(commit.roots), frame)
+                if change is None:
+                    continue
+            found = None if change is None else details(self.store, [change])[0]
+            yield LogEntry(oid, commit, tuple(sorted(names.get(oid, []))), found)
+            shown += 1
+            if limit is not None and shown >= limit:
                 return
-
-    def _changes_frame(self, commit: Commit, key: bytes) -> bool:
-        parent = self.roots_of(commit.parents[0] if commit.parents else None)
-        mine = self.roots_of(None) | dict(commit.roots)
-        return any(
-            tree.get(self.store, mine[c], key) != tree.get(self.store, parent[c], key)
-            for c in ("frames", "labels")
-        )
 
     @bulk
     def checkout(self, rev: str, force: bool = False, new_branch: str | None = None) -> CheckoutResult:
@@ -379,6 +376,26 @@ class Repo:
             return
         self.refs.set_if_equals(HEAD, self.head_commit(), commit, f"checkout: moving to {rev}", follow=False)
 
+    # -- diffs and metrics (their own modules) ---------------------------------------------------------
+
+    @property
+    def diffs(self) -> Diffs:
+        """Comparisons of two versions: `repo.diffs.between("v0", "v1")`."""
+        return Diffs(self)
+
+    @property
+    def metrics(self) -> Metrics:
+        """Inference sets, evaluations and model comparisons: `repo.metrics.evaluate("model_a", "v1")`."""
+        return Metrics(self)
+
+    def diff(self, a: str | None = None, b: str | None = None) -> Iterator[FrameChange]:
+        """The frames that differ from a (default HEAD) to b (default the working tree), in id order."""
+        return self.diffs.diff(a, b)
+
+    def overlap(self, a: str | None = None, b: str | None = None) -> Iterator[str]:
+        """The ids of the frames both a and b have."""
+        return self.diffs.overlap(a, b)
+
     # -- branches, tags, checkpoints -----------------------------------------------------------------
 
     def create_ref(self, kind: str, name: str, rev: str = HEAD) -> ObjectId:
@@ -428,7 +445,7 @@ class Repo:
                     f"checkpoint {name!r} already exists (edit it with 'dsvc checkpoint edit')"
                 ) from None
         if self.config.get_bool("eval", "auto", True):
-            self.evaluate_all(commit.hex())
+            self.metrics.evaluate_all(commit.hex())
         return oid
 
     def checkpoint_edit(self, name: str, who: Signature, **changes: Any) -> ObjectId:
@@ -467,114 +484,3 @@ class Repo:
     @bulk
     def export(self, rev: str, fmt: str, out: Path) -> list[str]:
         return dataset.export(self.store, self.roots_of(self.rev_parse(rev, commit=True)), fmt, out)
-
-    # -- inference sets and metrics --------------------------------------------------------------------
-
-    @property
-    def metrics_cache(self) -> Path:
-        """Derived metrics data (cells, image orders, summaries): safe to delete, costs a cold evaluation."""
-        return self.dsvc_dir / "cache" / "metrics"
-
-    def inference(self, name: str) -> tuple[ObjectId, InferenceSet]:
-        oid = self.refs.read(check_ref_name(f"refs/inferences/{name}"))
-        if oid is None:
-            raise BadRevision(f"no such inference set: {name} (import one with 'dsvc infer import')")
-        return oid, self.store.get_object(oid, InferenceSet)
-
-    def inferences(self) -> list[tuple[ObjectId, InferenceSet]]:
-        refs = self.refs.list_refs("refs/inferences/")
-        return [(oid, self.store.get_object(oid, InferenceSet)) for _, oid in sorted(refs.items())]
-
-    def inference_log(self, name: str) -> Iterator[tuple[ObjectId, InferenceSet]]:
-        """The versions of an inference set, newest first."""
-        oid: ObjectId | None = self.inference(name)[0]
-        while oid is not None:
-            version = self.store.get_object(oid, InferenceSet)
-            yield oid, version
-            oid = version.parents[0] if version.parents else None
-
-    def infer_import(
-        self,
-        name: str,
-        path: Path,
-        fmt: str,
-        who: Signature,
-        model: str | None = None,
-        at: str = HEAD,
-        message: str = "",
-    ) -> ObjectId:
-        """Store a model's predictions as a new version of inference set NAME (frames resolved at `at`)."""
-        ref = check_ref_name(f"refs/inferences/{name}")
-        commit = self.rev_parse(at, commit=True)
-        per_frame = inference.parse(fmt, path, inference.catalog(self.store, self.roots_of(commit)))
-        with self.lock():
-            old = self.refs.read(ref)
-            previous = self.store.get_object(old, InferenceSet) if old is not None else None
-            with self.store.batch():
-                root = inference.write_predictions(self.store, per_frame)
-                version = InferenceSet(
-                    name,
-                    model or (previous.model if previous else name),
-                    root,
-                    commit,
-                    (old,) if old is not None else (),
-                    {"format": fmt, "file": path.name},
-                    who,
-                    message,
-                )
-                oid = self.store.put_object(version)
-            self.refs.set_if_equals(ref, old, oid, f"infer: imported {path.name}")
-        return oid
-
-    def evaluate(
-        self,
-        name: str,
-        at: str = HEAD,
-        iou: float = 0.5,
-        conf: float = 0.5,
-        only: Iterable[str] | None = None,
-    ) -> tuple[ObjectId, ObjectId, engine.Evaluation]:
-        """Evaluate inference set NAME at a revision; return (inference version, commit, evaluation)."""
-        version, found = self.inference(name)
-        commit = self.rev_parse(at, commit=True)
-        ev = engine.evaluate(
-            self.store,
-            self.metrics_cache,
-            self.roots_of(commit),
-            found.predictions,
-            METRIC_PARAMS,
-            iou,
-            conf,
-            None if only is None else set(only),
-        )
-        if only is None:  # a restricted evaluation (compare --overlap) is not the checkpoint's result
-            doc = report.evaluation_json(name, version, commit, ev)
-            report.save_summary(self.metrics_cache, commit, version, doc)
-        return version, commit, ev
-
-    def evaluate_all(self, rev: str = HEAD) -> dict[str, engine.Evaluation]:
-        """Evaluate every inference set at rev (what `checkpoint create` does unless eval.auto = false)."""
-        return {found.name: self.evaluate(found.name, rev)[2] for _, found in self.inferences()}
-
-    def evaluations(self, rev: str = HEAD) -> dict[str, dict[str, Any]]:
-        """Stored evaluation documents at rev: per inference set, of its newest version evaluated there."""
-        commit = self.rev_parse(rev, commit=True)
-        out = {}
-        for _, found in self.inferences():
-            for version, _ in self.inference_log(found.name):
-                doc = report.load_summary(self.metrics_cache, commit, version)
-                if doc is not None:
-                    out[found.name] = doc
-                    break
-        return out
-
-    def compare(self, a: str, b: str, models: Iterable[str], restrict: bool = False) -> Comparison:
-        """Models by checkpoints, with relabel, retrain and combined effects (--overlap: frames in both)."""
-        only = None
-        if restrict:
-            only = overlap(
-                self.store,
-                self.roots_of(self.rev_parse(a, commit=True))["frames"],
-                self.roots_of(self.rev_parse(b, commit=True))["frames"],
-            )
-        return compare(lambda m, c, o: self.evaluate(m, c, only=o)[2], a, b, list(models), only)

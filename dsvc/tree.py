@@ -507,15 +507,36 @@ def diff(store: ObjectStore, a: ObjectId, b: ObjectId) -> Iterator[Change]:
     left: list[tuple[int, bytes, bytes]] = [(load(a).level, b"", a)]
     right: list[tuple[int, bytes, bytes]] = [(load(b).level, b"", b)]
 
+    def identities(node: Node) -> tuple[object, ...]:
+        """What makes an item of a node equal on both sides: a child's id, or a leaf entry's key and value."""
+        return node.values if node.level else tuple(zip(node.keys, node.values, strict=True))
+
+    def push(stack: list[tuple[int, bytes, bytes]], node: Node, kept: Iterable[int]) -> None:
+        """Replace the node on top of the stack by its items at the given positions (descending)."""
+        stack.pop()
+        level = node.level - 1 if node.level else -1
+        stack.extend((level, node.keys[i], node.values[i]) for i in kept)
+
     def expand(stack: list[tuple[int, bytes, bytes]]) -> None:
-        _, _, oid = stack.pop()
-        node = load(oid)
-        if node.level:
-            stack.extend(
-                (node.level - 1, node.keys[i], node.values[i]) for i in range(len(node.keys) - 1, -1, -1)
-            )
-        else:
-            stack.extend((-1, node.keys[i], node.values[i]) for i in range(len(node.keys) - 1, -1, -1))
+        node = load(stack[-1][2])
+        push(stack, node, range(len(node.keys) - 1, -1, -1))
+
+    def positions(ident: tuple[object, ...], keep: set[object]) -> list[int]:
+        """Where the kept items are, descending; a few are found by C-level scans, many through a map."""
+        if len(keep) <= 8:
+            return sorted(map(ident.index, keep), reverse=True)
+        where = dict(zip(ident, range(len(ident)), strict=True))
+        return sorted(map(where.__getitem__, keep), reverse=True)
+
+    def expand_both() -> None:
+        """Expand two nodes of one level, leaving out the items they share: equal child ids are equal
+        subtrees, equal leaf entries are equal entries, on both sides, so dropping them changes no
+        difference, and a node costs a few set operations instead of a comparison per item."""
+        a, b = load(left[-1][2]), load(right[-1][2])
+        ia, ib = identities(a), identities(b)
+        sa, sb = set(ia), set(ib)
+        push(left, a, positions(ia, sa - sb))
+        push(right, b, positions(ib, sb - sa))
 
     while left and right:
         la, ka, va = left[-1]
@@ -535,6 +556,8 @@ def diff(store: ObjectStore, a: ObjectId, b: ObjectId) -> Iterator[Change]:
             else:
                 right.pop()
                 yield Change(kb, None, vb)
+        elif la == lb >= 0:
+            expand_both()
         elif la >= lb:
             expand(left)
         else:

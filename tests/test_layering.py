@@ -30,6 +30,8 @@ LAYERS: dict[str, int] = {
     "fsck": 3,
     "dataset": 3,
     "repo": 4,
+    "repo_diff": 4,
+    "repo_metrics": 4,
     "cli": 4,
     "__init__": 4,
     "__main__": 4,

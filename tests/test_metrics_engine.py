@@ -31,14 +31,14 @@ def two_versions(tmp_path: Path) -> tuple[Repo, datagen.Mutation, Path]:
     repo.add()
     repo.commit("v0", WHO)
     for model in ds.models:
-        repo.infer_import(model, ds.root / "predictions" / f"{model}.json", "coco", WHO, at="HEAD")
+        repo.metrics.infer_import(model, ds.root / "predictions" / f"{model}.json", "coco", WHO, at="HEAD")
     repo.checkpoint_create("v0", WHO)
     shutil.copy(ds.root / SOURCE, tmp_path / "v0.json")
     mutation = datagen.mutate(ds.root, relabel=0.04, add=6, seed=2)
     repo.add()
     repo.commit("v1", WHO)
     for model in ds.models:
-        repo.infer_import(
+        repo.metrics.infer_import(
             model, ds.root / "predictions" / f"{model}.json", "coco", WHO, message="more frames"
         )
     return repo, mutation, tmp_path / "v0.json"
@@ -48,15 +48,15 @@ def test_evaluation_recomputes_only_changed_frames(two_versions: tuple[Repo, dat
     repo, mutation, _ = two_versions
     k, m = len(mutation.relabeled), len(mutation.added)
     assert k > 0 and m > 0
-    _, _, first = repo.evaluate("model_a", "v0")
+    _, _, first = repo.metrics.evaluate("model_a", "v0")
     assert (first.frames.recomputed, first.frames.reused) == (0, 250)  # v0 was evaluated at checkpoint create
-    _, _, warm = repo.evaluate("model_a", "HEAD")
+    _, _, warm = repo.metrics.evaluate("model_a", "HEAD")
     assert warm.frames.evaluated == 256
     assert warm.frames.recomputed == k + m
-    _, _, again = repo.evaluate("model_a", "HEAD")
+    _, _, again = repo.metrics.evaluate("model_a", "HEAD")
     assert again.frames.recomputed == 0 and again.frames.reused == 256
-    shutil.rmtree(repo.metrics_cache)
-    _, _, cold = repo.evaluate("model_a", "HEAD")
+    shutil.rmtree(repo.metrics.metrics_cache)
+    _, _, cold = repo.metrics.evaluate("model_a", "HEAD")
     assert cold.frames.recomputed == 256
     assert cold.stats == warm.stats and cold.ap == warm.ap
     assert np.array_equal(cold.detection.matrix, warm.detection.matrix)
@@ -69,7 +69,7 @@ def test_overlap_equals_pycocotools_restricted_to_the_overlap(
     two_versions: tuple[Repo, datagen.Mutation, Path],
 ) -> None:
     repo, mutation, v0_file = two_versions
-    result = repo.compare("v0", "HEAD", ["model_a", "model_b"], restrict=True)
+    result = repo.metrics.compare("v0", "HEAD", ["model_a", "model_b"], restrict=True)
     assert result.overlap == 250
     both = overlap(repo.store, repo.roots_of(repo.rev_parse("v0", True))["frames"],
                    repo.roots_of(repo.rev_parse("HEAD", True))["frames"])  # fmt: skip
@@ -82,7 +82,7 @@ def test_overlap_equals_pycocotools_restricted_to_the_overlap(
             known = {i["id"] for i in gt["images"]}
             ev = reference(gt, [r for r in results if r["image_id"] in known], ids)
             assert_same(result.table[model][checkpoint].stats, stats_of(ev))
-    assert repo.evaluations("HEAD") == {}  # restricted evaluations are not stored as the checkpoint's
+    assert repo.metrics.evaluations("HEAD") == {}  # restricted evaluations are not stored as the checkpoint's
     doc = result.to_json()
     assert list(doc["table"]) == ["model_a", "model_b"] and list(doc["table"]["model_a"]) == ["v0", "HEAD"]
     relabel = doc["effects"]["relabel"]["model_a"]["AP"]
@@ -96,7 +96,7 @@ def test_overlap_equals_pycocotools_restricted_to_the_overlap(
 
 def test_an_evaluation_of_no_frames_has_no_data(two_versions: tuple[Repo, datagen.Mutation, Path]) -> None:
     repo, _, _ = two_versions
-    _, _, ev = repo.evaluate("model_a", "v0", only=[])
+    _, _, ev = repo.metrics.evaluate("model_a", "v0", only=[])
     assert set(ev.stats.values()) == {-1.0} and ev.frames.evaluated == 0
     assert ev.detection.matrix.sum() == 0
 
@@ -105,31 +105,31 @@ def test_checkpoint_create_evaluates_every_inference_set(
     two_versions: tuple[Repo, datagen.Mutation, Path],
 ) -> None:
     repo, _, _ = two_versions
-    assert set(repo.evaluations("v0")) == {"model_a", "model_b"}
-    assert repo.evaluations("HEAD") == {}
+    assert set(repo.metrics.evaluations("v0")) == {"model_a", "model_b"}
+    assert repo.metrics.evaluations("HEAD") == {}
     repo.config.set("eval", "auto", "false")
     repo.config.save()
     repo.checkpoint_create("v1", WHO)
-    assert repo.evaluations("v1") == {}
+    assert repo.metrics.evaluations("v1") == {}
 
 
 def test_inference_versions_and_unknown_ids(two_versions: tuple[Repo, datagen.Mutation, Path]) -> None:
     repo, _, _ = two_versions
-    versions = list(repo.inference_log("model_a"))
+    versions = list(repo.metrics.inference_log("model_a"))
     assert len(versions) == 2 and versions[0][1].parents == (versions[1][0],)
     assert versions[0][1].message == "more frames"
     bad = repo.root / "bad.json"
     bad.write_text(json.dumps([{"image_id": 99999 + i, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 1}
                                for i in range(7)] + [{"image_id": 100, "category_id": 4, "bbox": [0, 0, 1, 1],
                                                       "score": 1}]))  # fmt: skip
-    before = repo.inference("model_a")[0]
+    before = repo.metrics.inference("model_a")[0]
     with pytest.raises(
         InvalidInput, match=r"7 unknown image ids \(99999, 100000, .*, \.\.\.\); 1 unknown category"
     ):
-        repo.infer_import("model_a", bad, "coco", WHO)
-    assert repo.inference("model_a")[0] == before
+        repo.metrics.infer_import("model_a", bad, "coco", WHO)
+    assert repo.metrics.inference("model_a")[0] == before
     with pytest.raises(BadRevision, match="no such inference set"):
-        repo.evaluate("nope")
+        repo.metrics.evaluate("nope")
 
 
 def test_threshold_view_and_classification(tmp_path: Path) -> None:
@@ -155,8 +155,8 @@ def test_threshold_view_and_classification(tmp_path: Path) -> None:
                                    {"class": "indoor", "score": 0.9}, {"class": "outdoor", "score": 0.2}]},
     ]  # fmt: skip
     (root / "p.jsonl").write_text("\n".join(json.dumps(line) for line in preds))
-    repo.infer_import("m", root / "p.jsonl", "jsonl", WHO)
-    _, _, ev = repo.evaluate("m", conf=0.5)
+    repo.metrics.infer_import("m", root / "p.jsonl", "jsonl", WHO)
+    _, _, ev = repo.metrics.evaluate("m", conf=0.5)
     k = {c: i for i, c in enumerate(ev.classes)}
     bg = len(ev.classes)
     matrix = ev.detection.matrix
@@ -164,14 +164,14 @@ def test_threshold_view_and_classification(tmp_path: Path) -> None:
     assert matrix[k["dog"], k["cat"]] == 1  # the 0.8 cat over the second dog: a confusion, not a miss
     assert matrix[bg].sum() == 0  # the 0.3 cat is below the confidence threshold
     assert ev.detection.precision[k["cat"]] == 0.5 and ev.detection.recall[k["dog"]] == 0.5
-    _, _, low = repo.evaluate("m", conf=0.25)
+    _, _, low = repo.metrics.evaluate("m", conf=0.25)
     assert low.detection.matrix[bg, k["cat"]] == 1 and low.frames.recomputed == 0
     c = ev.classification
     assert c is not None and c.frames == 3
     assert c.accuracy == pytest.approx(1 / 3)  # a: indoor right; b: indoor for outdoor; c: no prediction
     assert c.view.matrix[k["outdoor"], k["indoor"]] == 1 and c.view.matrix[k["outdoor"], bg] == 1
     with pytest.raises(InvalidInput, match="--iou must be one of"):
-        repo.evaluate("m", iou=0.42)
+        repo.metrics.evaluate("m", iou=0.42)
 
 
 def test_yolo_predictions_on_a_yolo_source(tmp_path: Path) -> None:
@@ -184,8 +184,8 @@ def test_yolo_predictions_on_a_yolo_source(tmp_path: Path) -> None:
     (preds / "train").mkdir(parents=True)
     (preds / "train" / "a.txt").write_text("0 0.5 0.5 0.2 0.4 0.9\n2 0.216599 0.3 0.18286 0.1 0.3\n")
     (preds / "c.txt").write_text("1 0.797098 0.678176 0.331314 0.350596 0.7\n0 0.2 0.2 0.1 0.1 0.6\n")
-    repo.infer_import("y", preds, "yolo", WHO)
-    _, _, ev = repo.evaluate("y")
+    repo.metrics.infer_import("y", preds, "yolo", WHO)
+    _, _, ev = repo.metrics.evaluate("y")
     per_class = dict(
         zip(ev.classes, zip(ev.detection.precision, ev.detection.recall, strict=True), strict=True)
     )
@@ -193,4 +193,4 @@ def test_yolo_predictions_on_a_yolo_source(tmp_path: Path) -> None:
     assert per_class["dog"][1] == 0.0  # its prediction scores below the confidence threshold
     (preds / "zzz.txt").write_text("0 0.5 0.5 0.1 0.1 0.5\n")
     with pytest.raises(InvalidInput, match=r"1 unknown images \('zzz'\)"):
-        repo.infer_import("y", preds, "yolo", WHO)
+        repo.metrics.infer_import("y", preds, "yolo", WHO)

@@ -111,8 +111,8 @@ def test_the_real_fixture_gives_the_readme_numbers(tmp_path: Path) -> None:
     (root / "annotations").mkdir(parents=True)
     (root / "annotations" / "gt.json").write_bytes((FIXTURE / "instances_val2014_100.json").read_bytes())
     repo = versioned(root, "annotations/gt.json")
-    repo.infer_import("fake", FIXTURE / "fakebbox100_results.json", "coco", WHO)
-    _, _, ev = repo.evaluate("fake")
+    repo.metrics.infer_import("fake", FIXTURE / "fakebbox100_results.json", "coco", WHO)
+    _, _, ev = repo.metrics.evaluate("fake")
     assert_same(ev.stats, dict(zip(STAT_NAMES, README_STATS, strict=True)))
     assert ev.frames.evaluated == 100
 
@@ -123,8 +123,8 @@ def test_a_generated_dataset_through_a_repository_matches_pycocotools(tmp_path: 
     gt = json.loads((ds.root / "annotations" / "instances.json").read_text())
     for model in ds.models:
         path = ds.root / "predictions" / f"{model}.json"
-        repo.infer_import(model, path, "coco", WHO)
-        _, _, ev = repo.evaluate(model)
+        repo.metrics.infer_import(model, path, "coco", WHO)
+        _, _, ev = repo.metrics.evaluate(model)
         expected = reference(gt, json.loads(path.read_text()))
         assert_same(ev.stats, stats_of(expected))
         names = [c["name"] for c in sorted(gt["categories"], key=lambda c: c["id"])]

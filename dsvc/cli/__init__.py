@@ -67,7 +67,13 @@ def main(ctx: click.Context, directory: Path | None, debug: bool) -> None:
     ctx.meta["cwd"] = directory.resolve() if directory else Path.cwd()
 
 
-from dsvc.cli import metrics, plumbing, versions, workdir  # noqa: E402  (the commands)
+from dsvc.cli import diff, metrics, plumbing, versions, workdir  # noqa: E402  (the commands)
 
-for _command in (*plumbing.COMMANDS, *workdir.COMMANDS, *versions.COMMANDS, *metrics.COMMANDS):
+for _command in (
+    *plumbing.COMMANDS,
+    *workdir.COMMANDS,
+    *versions.COMMANDS,
+    *diff.COMMANDS,
+    *metrics.COMMANDS,
+):
     main.add_command(_command)

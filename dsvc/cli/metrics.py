@@ -67,8 +67,8 @@ def infer_import(
 ) -> None:
     """Import FILE (a folder for YOLO) as a new version of inference set NAME."""
     repo = open_repo(ctx)
-    oid = repo.infer_import(name, cwd(ctx) / file, fmt, identity(repo), model, rev, message)
-    _, found = repo.inference(name)
+    oid = repo.metrics.infer_import(name, cwd(ctx) / file, fmt, identity(repo), model, rev, message)
+    _, found = repo.metrics.inference(name)
     output(ctx).report(inference_json(oid, found), f"imported {name} version {oid.hex()[:12]}")
 
 
@@ -77,7 +77,7 @@ def infer_import(
 @click.pass_context
 def infer_list(ctx: click.Context) -> None:
     """List inference sets with their model and current version."""
-    items = open_repo(ctx).inferences()
+    items = open_repo(ctx).metrics.inferences()
     lines = [f"{s.name}\t{s.model}\t{oid.hex()[:12]}\t{s.message}" for oid, s in items]
     output(ctx).report([inference_json(oid, s) for oid, s in items], "\n".join(lines))
 
@@ -88,7 +88,7 @@ def infer_list(ctx: click.Context) -> None:
 @click.pass_context
 def infer_show(ctx: click.Context, name: str) -> None:
     """Show the current version of an inference set."""
-    oid, found = open_repo(ctx).inference(name)
+    oid, found = open_repo(ctx).metrics.inference(name)
     data = inference_json(oid, found)
     text = [
         f"inference {name} {oid.hex()}",
@@ -103,7 +103,7 @@ def infer_show(ctx: click.Context, name: str) -> None:
 @click.pass_context
 def infer_log(ctx: click.Context, name: str) -> None:
     """The versions of an inference set, newest first."""
-    items = list(open_repo(ctx).inference_log(name))
+    items = list(open_repo(ctx).metrics.inference_log(name))
     lines = [f"{oid.hex()[:12]}\t{when(s.created)}\t{s.model}\t{s.message}" for oid, s in items]
     output(ctx).report([inference_json(oid, s) for oid, s in items], "\n".join(lines))
 
@@ -141,7 +141,7 @@ Examples:
 def evaluate(ctx: click.Context, name: str, rev: str, iou: float, conf: float) -> None:
     """Evaluate inference set NAME against a version's labels (incrementally)."""
     repo = open_repo(ctx)
-    version, commit, ev = repo.evaluate(name, rev, iou, conf)
+    version, commit, ev = repo.metrics.evaluate(name, rev, iou, conf)
     doc = evaluation_json(name, version, commit, ev)
     text = evaluation_text(doc)
     matrix = doc["confusion"]
@@ -172,7 +172,7 @@ Examples:
 @click.pass_context
 def compare(ctx: click.Context, a: str, b: str, models: tuple[str, ...], overlap: bool) -> None:
     """Models by checkpoints, and the effects of relabeling, retraining and both."""
-    result = open_repo(ctx).compare(a, b, list(dict.fromkeys(models)), overlap)
+    result = open_repo(ctx).metrics.compare(a, b, list(dict.fromkeys(models)), overlap)
     doc = result.to_json()
     shown = SHOWN_STATS
     lines = ["model\tcheckpoint\t" + "\t".join(shown)]

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from dsvc.cli.common import cwd, identity, open_repo, output, reporting
+from dsvc.cli.diff import stats_between
 from dsvc.cli.metrics import SHOWN_STATS, stat_text
 from dsvc.cli.workdir import when
 from dsvc.dataset import frame_json
@@ -106,7 +107,7 @@ def checkpoint_create(
     repo = open_repo(ctx)
     oid = repo.checkpoint_create(name, identity(repo), rev, description, _pairs(meta, "--meta"))
     _, cp = repo.checkpoint(name)
-    evaluations = repo.evaluations(cp.commit.hex())
+    evaluations = repo.metrics.evaluations(cp.commit.hex())
     text = [f"created checkpoint {name} at {cp.commit.hex()[:12]}"]
     text += [f"  {n}: AP {stat_text(doc['metrics']['AP'])}" for n, doc in evaluations.items()]
     output(ctx).report({**checkpoint_json(oid, cp), "evaluations": evaluations}, "\n".join(text))
@@ -135,7 +136,7 @@ def checkpoint_show(ctx: click.Context, name: str) -> None:
     repo = open_repo(ctx)
     oid, cp = repo.checkpoint(name)
     history = [checkpoint_json(v, c) for v, c in checkpoint_versions(repo.store, oid)]
-    evaluations = repo.evaluations(cp.commit.hex())
+    evaluations = repo.metrics.evaluations(cp.commit.hex())
     data = {
         **checkpoint_json(oid, cp),
         "stats": repo.stats(cp.commit.hex()),
@@ -228,13 +229,19 @@ def frames(ctx: click.Context, rev: str, where: tuple[str, ...], classes: tuple[
     epilog="""\b
 Examples:
   dsvc stats v0 --json    # {"frames": N, "labels": M, "classes": {...}}
+  dsvc stats v0 v1        # side by side: frames, labels, labels per class, frames per metadata value
+  dsvc stats v0 v1 --json # {"from", "to", "frames", "labels", "classes", "metadata"}, each {"from", "to"}
 """
 )
 @click.argument("rev", default="HEAD")
+@click.argument("other", required=False)
 @reporting
 @click.pass_context
-def stats(ctx: click.Context, rev: str) -> None:
-    """Frame, label and per-class counts of a revision."""
+def stats(ctx: click.Context, rev: str, other: str | None) -> None:
+    """Frame, label and per-class counts of REV, or of REV and OTHER side by side."""
+    if other is not None:
+        stats_between(ctx, rev, other)
+        return
     data = open_repo(ctx).stats(rev)
     text = [
         f"{data['frames']} frames, {data['labels']} labels",

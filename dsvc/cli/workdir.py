@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from dsvc.cli.common import cwd, identity, open_repo, output, reporting
+from dsvc.cli.diff import frame_change_json, frame_line, label_text
 from dsvc.hashing import short
 from dsvc.objects import Commit, Signature
 from dsvc.repo import LogEntry, Repo
@@ -182,6 +183,7 @@ def entry_json(entry: LogEntry) -> dict[str, Any]:
         "author": {"name": c.author.name, "email": c.author.email},
         "time": when(c.author),
         "checkpoints": list(entry.checkpoints),
+        **({"frame": frame_change_json(entry.frame)} if entry.frame is not None else {}),
     }
 
 
@@ -190,12 +192,12 @@ def entry_json(entry: LogEntry) -> dict[str, Any]:
 Examples:
   dsvc log
   dsvc log v1 -n 5 --json
-  dsvc log --frame 000/frame_000042.jpg   # the commits that changed one frame
+  dsvc log --frame 000/frame_000042.jpg   # the commits that changed one frame, and how
 """
 )
 @click.argument("rev", default="HEAD")
 @click.option("-n", "--max-count", type=int, help="Show at most this many commits.")
-@click.option("--frame", help="Only commits that changed this frame.")
+@click.option("--frame", help="Only commits that changed this frame, each with how it changed it.")
 @reporting
 @click.pass_context
 def log(ctx: click.Context, rev: str, max_count: int | None, frame: str | None) -> None:
@@ -212,6 +214,12 @@ def log(ctx: click.Context, rev: str, max_count: int | None, frame: str | None) 
             f"    {e.commit.message}",
             "",
         ]
+        if e.frame is not None:
+            lines += [
+                f"    {frame}: {frame_line(e.frame)}",
+                *(f"        {label_text(c)}" for c in e.frame.labels),
+            ]
+            lines.append("")
     output(ctx).report([entry_json(e) for e in entries], "\n".join(lines).rstrip())
 
 

@@ -3,5 +3,6 @@
 from dsvc.store.disk import DiskObjectStore
 from dsvc.store.memory import MemoryObjectStore
 from dsvc.store.objectstore import ObjectStore, StoreCounters
+from dsvc.store.overlay import OverlayObjectStore
 
-__all__ = ["DiskObjectStore", "MemoryObjectStore", "ObjectStore", "StoreCounters"]
+__all__ = ["DiskObjectStore", "MemoryObjectStore", "ObjectStore", "OverlayObjectStore", "StoreCounters"]

@@ -1,18 +1,19 @@
 """What differs: the staged state against HEAD, and the working tree against the staged state.
 
 Both report plain files and frames. A frame counts as modified when its frame object (media, metadata) or
-its labels differ. The working-tree side reads only files whose stat changed, and parses sources only when
-one of their files changed.
+its labels differ; between two root sets the diff engine (`dsvc.diff`) says which frames. The working-tree
+side reads only files whose stat changed, and parses sources only when one of their files changed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dsvc import tree
+from dsvc.diff.frames import diff_frames
 from dsvc.hashing import ObjectId
 from dsvc.store import ObjectStore
 from dsvc.workdir.index import Index
@@ -46,26 +47,13 @@ def _kind(old: bytes | None, new: bytes | None) -> str:
     return "added" if old is None else "removed" if new is None else "modified"
 
 
-def _frame_changes(
-    store: ObjectStore, a: Mapping[str, ObjectId], b: Mapping[str, ObjectId]
-) -> Iterator[tuple[str, str]]:
-    """(kind, frame id) for every frame whose frame object or labels differ between two root sets."""
-    kinds: dict[bytes, str] = {}
-    for change in tree.diff(store, a["frames"], b["frames"]):
-        kinds[change.key] = _kind(change.old, change.new)
-    for change in tree.diff(store, a["labels"], b["labels"]):
-        kinds.setdefault(change.key, "modified")
-    for key in sorted(kinds):
-        yield kinds[key], key.decode()
-
-
 def compare_roots(store: ObjectStore, a: Mapping[str, ObjectId], b: Mapping[str, ObjectId]) -> Changes:
     """The changes from root set a to root set b (e.g. HEAD to staged)."""
     changes = Changes()
     for change in tree.diff(store, a["files"], b["files"]):
         changes.files[_kind(change.old, change.new)].append(change.key.decode())
-    for kind, frame_id in _frame_changes(store, a, b):
-        changes.frames[kind].append(frame_id)
+    for frame in diff_frames(store, a, b):
+        changes.frames[frame.kind].append(frame.id)
     return changes
 
 
