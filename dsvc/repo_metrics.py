@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from dsvc.errors import BadRevision
 from dsvc.hashing import ObjectId
 from dsvc.metrics import engine, inference, report
-from dsvc.metrics.compare import Comparison, compare, overlap
+from dsvc.metrics.compare import Comparison, compare
 from dsvc.metrics.params import DEFAULT as METRIC_PARAMS
 from dsvc.objects import InferenceSet, Signature
 from dsvc.refs import HEAD, check_ref_name
@@ -128,11 +128,5 @@ class Metrics:
 
     def compare(self, a: str, b: str, models: Iterable[str], restrict: bool = False) -> Comparison:
         """Models by checkpoints, with relabel, retrain and combined effects (--overlap: frames in both)."""
-        only = None
-        if restrict:
-            only = overlap(
-                self.repo.store,
-                self.repo.roots_of(self.repo.rev_parse(a, commit=True))["frames"],
-                self.repo.roots_of(self.repo.rev_parse(b, commit=True))["frames"],
-            )
+        only = set(self.repo.overlap(a, b)) if restrict else None
         return compare(lambda m, c, o: self.evaluate(m, c, only=o)[2], a, b, list(models), only)

@@ -13,7 +13,6 @@ import pytest
 from benchmarks import datagen
 from dsvc.errors import BadRevision, InvalidInput
 from dsvc.history import signature
-from dsvc.metrics.compare import overlap
 from dsvc.repo import Repo
 from tests.metrics_reference import assert_same, reference, stats_of
 from tests.test_formats import YOLO_LABELS, _yolo_root
@@ -71,8 +70,7 @@ def test_overlap_equals_pycocotools_restricted_to_the_overlap(
     repo, mutation, v0_file = two_versions
     result = repo.metrics.compare("v0", "HEAD", ["model_a", "model_b"], restrict=True)
     assert result.overlap == 250
-    both = overlap(repo.store, repo.roots_of(repo.rev_parse("v0", True))["frames"],
-                   repo.roots_of(repo.rev_parse("HEAD", True))["frames"])  # fmt: skip
+    both = set(repo.overlap("v0", "HEAD"))
     assert len(both) == 250 and not both & set(mutation.added)
     for checkpoint, gt_file in (("v0", v0_file), ("HEAD", repo.root / SOURCE)):
         gt = json.loads(gt_file.read_text())

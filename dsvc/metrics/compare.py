@@ -8,18 +8,9 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dsvc import tree
-from dsvc.hashing import ObjectId
 from dsvc.metrics.engine import Evaluation
-from dsvc.store import ObjectStore
 
 Evaluate = Callable[[str, str, Collection[str] | None], Evaluation]
-
-
-def overlap(store: ObjectStore, a: ObjectId, b: ObjectId) -> set[str]:
-    """Frame ids present in both frames maps: a's keys less those the diff to b removes."""
-    removed = {change.key for change in tree.diff(store, a, b) if change.new is None}
-    return {key.decode() for key, _ in tree.items(store, a) if key not in removed}
 
 
 def _delta(new: dict[str, float], old: dict[str, float]) -> dict[str, float | None]:
