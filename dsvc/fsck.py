@@ -57,7 +57,7 @@ COLUMN_VALUES: dict[str, Callable[[bytes], Iterator[tuple[str, ObjectId]]]] = {
 }
 
 
-def _children(obj: StoredObject, column: str | None) -> Iterator[tuple[str, ObjectId, str | None]]:
+def children(obj: StoredObject, column: str | None) -> Iterator[tuple[str, ObjectId, str | None]]:
     """Yield (kind, id, column) for everything an object refers to."""
     if isinstance(obj, Commit):
         for parent in obj.parents:
@@ -127,7 +127,7 @@ def fsck(store: ObjectStore, refs: RefStore) -> FsckReport:
         except CorruptObject as exc:
             report.problems.append(Problem(oid.hex(), str(exc)))
             continue
-        for child_kind, child, child_column in _children(obj, column):
+        for child_kind, child, child_column in children(obj, column):
             stack.append((child_kind, child, child_column, origin))
     report.reachable = len(seen)
     return report

@@ -6,6 +6,7 @@ terminal or the current directory: callers pass paths and identities explicitly.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +20,12 @@ from dsvc.fsck import FsckReport, fsck
 from dsvc.hashing import ObjectId, hash_file
 from dsvc.history import load_any, resolve, resolve_commit
 from dsvc.lock import WriterLock
-from dsvc.objects import Checkpoint, Commit, Frame, Labels, Signature, Source, StoredObject
+from dsvc.objects import Checkpoint, Commit, FileEntry, Frame, Labels, Signature, Source, StoredObject
 from dsvc.refs import HEAD, RefStore, check_ref_name
+from dsvc.remote import settings, sync
+from dsvc.remote.sync import FetchResult, PushResult
+from dsvc.remote.transfer import Meter, no_meter
+from dsvc.remote.walk import descends
 from dsvc.store import DiskObjectStore
 from dsvc.workdir.checkout import CheckoutResult, checkout
 from dsvc.workdir.index import Index
@@ -67,8 +72,10 @@ class CatResult:
 class Repo:
     """An open repository: its working tree, object store, refs and config."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, env: Mapping[str, str] = {}) -> None:
+        """`env`: settings of remote stores (credentials, endpoint), as the CLI read them."""
         self.root = root
+        self.env = dict(env)
         self.dsvc_dir = root / DSVC_DIR
         if not (self.dsvc_dir / "config").is_file():
             raise NotARepository(f"not a dsvc repository: {root} (run 'dsvc init')")
@@ -93,12 +100,12 @@ class Repo:
         return cls(path), True
 
     @classmethod
-    def discover(cls, start: Path) -> Repo:
+    def discover(cls, start: Path, env: Mapping[str, str] = {}) -> Repo:
         """Open the repository that contains start (it or its nearest ancestor with a `.dsvc`)."""
         start = start.resolve()
         for folder in (start, *start.parents):
             if (folder / DSVC_DIR / "config").is_file():
-                return cls(folder)
+                return cls(folder, env)
         raise NotARepository(f"not a dsvc repository (or any parent up to /): {start}")
 
     def lock(self) -> WriterLock:
@@ -277,18 +284,23 @@ class Repo:
         """Make the working tree match rev and move HEAD: to the branch rev names, else detached."""
         with self.lock():
             target_commit = self.rev_parse(rev, commit=True)
-            current = self.staged_roots()
-            target = self.roots_of(target_commit)
-            dirty = worktree_changes(self.store, self.index, self.root, self.sources(), current)
-            staged_changes = compare_roots(self.store, self.roots_of(self.head_commit()), current)
-            if not force and not staged_changes.empty and current != target:
-                raise DsvcError("staged changes would be lost: commit them, or use --force")
-            result = checkout(self.store, self.root, current, target, dirty, force)
-            self.index.update(
-                stats=result.written, forget=result.removed, staged=target, stamps=result.stamps
-            )
-            self._sync_sources(target)
+            result = self._write_worktree(target_commit, force)
             self._move_head(rev, target_commit, new_branch)
+        return result
+
+    def _write_worktree(self, target_commit: ObjectId, force: bool) -> CheckoutResult:
+        """Bring the working tree, the index and the sources to a commit (the caller holds the lock)."""
+        current = self.staged_roots()
+        target = self.roots_of(target_commit)
+        dirty = worktree_changes(self.store, self.index, self.root, self.sources(), current)
+        staged_changes = compare_roots(self.store, self.roots_of(self.head_commit()), current)
+        if not force and not staged_changes.empty and current != target:
+            raise DsvcError("staged changes would be lost: commit them, or use --force")
+        lazy = settings.lazy_media_remote(self.config)
+        fetch = (lambda blobs: self.fetch_media_blobs(lazy, blobs)) if lazy else None
+        result = checkout(self.store, self.root, current, target, dirty, force, fetch)
+        self.index.update(stats=result.written, forget=result.removed, staged=target, stamps=result.stamps)
+        self._sync_sources(target)
         return result
 
     def _sync_sources(self, roots: Mapping[str, ObjectId]) -> None:
@@ -402,3 +414,134 @@ class Repo:
 
     def export(self, rev: str, fmt: str, out: Path) -> list[str]:
         return dataset.export(self.store, self.roots_of(self.rev_parse(rev, commit=True)), fmt, out)
+
+    # -- remotes ---------------------------------------------------------------------------------------
+
+    def remotes(self) -> dict[str, settings.RemoteSettings]:
+        return settings.remotes(self.config)
+
+    def remote_add(self, name: str, url: str, endpoint: str | None = None, region: str | None = None) -> None:
+        with self.lock():
+            settings.add_remote(self.config, settings.RemoteSettings(name, url, endpoint, region))
+
+    def remote_remove(self, name: str) -> None:
+        """Forget a remote, its remote-tracking refs and its cached indexes."""
+        with self.lock():
+            settings.remove_remote(self.config, name)
+            for ref, oid in self.refs.list_refs(f"refs/remotes/{name}/").items():
+                self.refs.remove_if_equals(ref, oid, "remote: removed")
+            shutil.rmtree(settings.cache_dir(self.dsvc_dir, name).parent, ignore_errors=True)
+
+    def _remote(self, name: str) -> sync.Remote:
+        return settings.open_remote(self.config, self.dsvc_dir, name, self.env)
+
+    def push_refs(self, refs: Iterable[str] = ()) -> list[str]:
+        """The full names of the refs a push sends: those named (short names allowed), else the current
+        branch with every tag, checkpoint and inference set."""
+        named = []
+        for short in refs:
+            ref = history.ref_for_name(self.refs, short)
+            if ref == HEAD:
+                ref = self.refs.symbolic_target(HEAD)
+            if ref is None:
+                raise BadRevision(f"no such branch, tag, checkpoint or inference set: {short}")
+            named.append(ref)
+        if named:
+            return named
+        branch = self.refs.symbolic_target(HEAD)
+        out = [branch] if branch and self.refs.read(branch) is not None else []
+        return out + [r for prefix in sync.SHARED for r in self.refs.list_refs(prefix)]
+
+    def push(
+        self, remote: str, refs: Iterable[str] = (), force: bool = False, progress: Meter = no_meter
+    ) -> PushResult:
+        with self.lock():
+            return sync.push(
+                self.store, self.refs, self._remote(remote), self.push_refs(refs), force, progress
+            )
+
+    def fetch(self, remote: str, progress: Meter = no_meter) -> FetchResult:
+        media = not settings.remotes(self.config)[settings.check_remote_name(remote)].lazy_media
+        with self.lock():
+            return sync.fetch(self.store, self.refs, self._remote(remote), media, progress)
+
+    def pull(self, remote: str, progress: Meter = no_meter) -> tuple[FetchResult, ObjectId | None]:
+        """Fetch, then fast-forward the current branch to its remote-tracking ref and check it out;
+        return the commit checked out (None when already up to date)."""
+        result = self.fetch(remote, progress)
+        branch = self.refs.symbolic_target(HEAD)
+        if branch is None:
+            raise DsvcError("HEAD is detached: check out a branch to pull into")
+        remote_tip = self.refs.read(self._remote(remote).tracking(branch))
+        with self.lock():
+            head = self.head_commit()
+            if remote_tip is None or remote_tip == head or (head and descends(self.store, head, remote_tip)):
+                return result, None
+            if head is not None and not descends(self.store, remote_tip, head):
+                raise DsvcError(f"{branch} and {remote}'s have diverged: merge is not supported yet")
+            self._write_worktree(remote_tip, force=False)
+            self.refs.set_if_equals(branch, head, remote_tip, f"pull: fast-forward from {remote}")
+        return result, remote_tip
+
+    def fetch_media_blobs(self, remote: str, blobs: list[ObjectId], progress: Meter = no_meter) -> int:
+        """Fetch media blobs this clone lacks from a remote."""
+        return sync.fetch_blobs(self.store, self._remote(remote), blobs, progress)[0]
+
+    def fetch_media(
+        self,
+        paths: Iterable[str] = (),
+        rev: str = HEAD,
+        remote: str | None = None,
+        progress: Meter = no_meter,
+    ) -> int:
+        """Fetch ahead the media of rev's files under paths (all when none); return how many were fetched."""
+        name = remote or settings.lazy_media_remote(self.config)
+        if name is None:
+            raise DsvcError("no remote to fetch media from (this repository was not cloned without media)")
+        prefixes = [self.relative(p) for p in paths]
+        files = self.roots_of(self.rev_parse(rev, commit=True))["files"]
+        blobs = [
+            FileEntry.from_bytes(value).blob
+            for key, value in tree.items(self.store, files)
+            if not prefixes or any(_under(key.decode(), p) for p in prefixes)
+        ]
+        with self.lock():
+            return self.fetch_media_blobs(name, blobs, progress)
+
+    @classmethod
+    def clone(
+        cls,
+        url: str,
+        dest: Path,
+        endpoint: str | None = None,
+        region: str | None = None,
+        media: bool = True,
+        env: Mapping[str, str] = {},
+        remote: str = "origin",
+        progress: Meter = no_meter,
+    ) -> tuple[Repo, FetchResult]:
+        """Make a new repository from a remote and check out its main branch (or its only one). Without
+        media, blobs are fetched on demand: by checkout for the files it writes, or by `fetch_media`."""
+        if dest.exists() and any(dest.iterdir()):
+            raise InvalidInput("exists and is not empty", path=str(dest))
+        repo, _ = cls.init(dest)
+        repo.env = dict(env)
+        with repo.lock():
+            settings.add_remote(
+                repo.config, settings.RemoteSettings(remote, url, endpoint, region, not media)
+            )
+        result = repo.fetch(remote, progress)
+        tracking = repo.refs.list_refs(f"refs/remotes/{remote}/")
+        main = f"refs/remotes/{remote}/{DEFAULT_BRANCH}"
+        start = main if main in tracking else next(iter(tracking), None)
+        if start is not None:
+            branch = "refs/heads/" + start[len(f"refs/remotes/{remote}/") :]
+            with repo.lock():
+                repo._write_worktree(tracking[start], force=False)
+                repo.refs.add_if_new(branch, tracking[start], f"clone: from {url}")
+                repo.refs.set_symbolic(HEAD, branch, "clone")
+        return repo, result
+
+
+def _under(path: str, prefix: str) -> bool:
+    return not prefix or path == prefix or path.startswith(prefix.rstrip("/") + "/")

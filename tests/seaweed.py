@@ -80,7 +80,7 @@ class SeaweedServer:
             "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
             "AWS_ENDPOINT_URL": self.endpoint,
             "AWS_REGION": "us-east-1",
-            }
+        }
 
     def settings(self) -> dict[str, str]:
         """The same, as the lowercased names dsvc's backends take (what the CLI passes down)."""

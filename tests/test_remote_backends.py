@@ -120,7 +120,9 @@ def test_list_by_prefix(backend: Backend) -> None:
     assert list(backend.list("nothing/")) == []
 
 
-@pytest.mark.parametrize("key", ["", "/etc/passwd", "../x", "refs/../../x", "refs//x", "a/./b", "a b", ".tmp/x"])
+@pytest.mark.parametrize(
+    "key", ["", "/etc/passwd", "../x", "refs/../../x", "refs//x", "a/./b", "a b", ".tmp/x"]
+)
 def test_bad_keys_are_refused(backend: Backend, key: str) -> None:
     with pytest.raises(RemoteError):
         backend.put(key, b"x")

@@ -17,7 +17,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlparse
 
 from dsvc.atomic import fsync_dir
@@ -55,11 +55,7 @@ class Fetched:
 def check_key(key: str) -> str:
     """Refuse keys that are absolute, climb with `..`, have empty or hidden parts or unusual characters."""
     parts = key.split("/")
-    if (
-        not key
-        or len(key) > MAX_KEY
-        or any(not _KEY_PART.match(p) or p.startswith(".") for p in parts)
-    ):
+    if not key or len(key) > MAX_KEY or any(not _KEY_PART.match(p) or p.startswith(".") for p in parts):
         raise RemoteError(f"invalid remote key: {key[:100]!r}")
     return key
 
@@ -324,7 +320,7 @@ def open_backend(
         raise InvalidInput(f"unsupported remote URL {url!r} (use a path, file://, s3://, gs:// or az://)")
     from obstore.store import from_url
 
-    config = {k: v for k, v in env.items() if k in STORE_SETTINGS[kind] and v}
+    config: dict[str, Any] = {k: v for k, v in env.items() if k in STORE_SETTINGS[kind] and v}
     if kind == "s3":
         endpoint = endpoint or config.pop("aws_endpoint_url", None) or config.pop("aws_endpoint", None)
         config.pop("aws_endpoint", None)
@@ -334,9 +330,9 @@ def open_backend(
             config["aws_region"] = region
         if endpoint or "aws_region" in config:
             config.setdefault("aws_region", config.pop("aws_default_region", "us-east-1"))
-    client = {"allow_http": True} if endpoint and endpoint.startswith("http://") else None
+    client: Any = {"allow_http": True} if endpoint and endpoint.startswith("http://") else None
     try:
-        store = from_url(url, config=config or None, client_options=client)
+        store = from_url(url, config=cast(Any, config) or None, client_options=client)
     except Exception as exc:
         raise RemoteError(f"cannot open remote {url}: {str(exc).splitlines()[0][:300]}") from None
     return ObjectStoreBackend(store, url)

@@ -312,6 +312,33 @@ class ObjectStore(ABC):
                 yield oid
         yield from self._iter_loose()
 
+    # -- stored bytes, for remotes ----------------------------------------------------------------------
+
+    def stored_bytes(self, oid: ObjectId) -> bytes:
+        """An object's or blob's framed bytes as a pack holds them (a loose blob is framed raw), so a push
+        copies what is stored instead of compressing it again."""
+        entry = self._batch.get(oid) if self._batch is not None else None
+        if entry is not None:
+            return (codec.frame_blob if entry[2] else codec.frame)(entry[0], entry[1])
+        stored = self._read_stored(oid)
+        if stored is not None:
+            return bytes(stored)
+        if self._has_loose(oid):
+            return codec.frame_blob(self._read_loose(oid), 0)
+        raise ObjectMissing(f"object {oid.hex()} is not in the store")
+
+    def put_stored(self, entries: dict[ObjectId, bytes]) -> int:
+        """Store framed entries that the caller has verified against their ids (a fetch); entries already
+        stored are skipped. Inside a batch they become visible when it ends. Return how many were new."""
+        ids = list(entries)
+        fresh = {
+            oid: entries[oid] for oid, found in zip(ids, self.contains_many(ids), strict=True) if not found
+        }
+        if fresh:
+            self._write_stored(fresh)
+            self.counters.writes += len(fresh)
+        return len(fresh)
+
     # -- verification ----------------------------------------------------------------------------------
 
     def verify(self) -> Iterator[tuple[ObjectId, str]]:
