@@ -131,7 +131,7 @@ class Repo:
         return resolve_commit(self.store, self.refs, rev) if commit else resolve(self.store, self.refs, rev)
 
     def fsck(self) -> FsckReport:
-        return fsck(self.store, self.refs)
+        return fsck(self.store, self.refs, media=settings.lazy_media_remote(self.config) is None)
 
     # -- sources -------------------------------------------------------------------------------------
 
@@ -519,9 +519,11 @@ class Repo:
         env: Mapping[str, str] = {},
         remote: str = "origin",
         progress: Meter = no_meter,
+        checkout: bool = True,
     ) -> tuple[Repo, FetchResult]:
-        """Make a new repository from a remote and check out its main branch (or its only one). Without
-        media, blobs are fetched on demand: by checkout for the files it writes, or by `fetch_media`."""
+        """Make a new repository from a remote with its main branch (or its first one), checked out unless
+        not checkout. Without media, blobs are fetched on demand: by checkout for the files it writes,
+        or ahead by `fetch_media`."""
         if dest.exists() and any(dest.iterdir()):
             raise InvalidInput("exists and is not empty", path=str(dest))
         repo, _ = cls.init(dest)
@@ -537,7 +539,10 @@ class Repo:
         if start is not None:
             branch = "refs/heads/" + start[len(f"refs/remotes/{remote}/") :]
             with repo.lock():
-                repo._write_worktree(tracking[start], force=False)
+                if checkout:
+                    repo._write_worktree(tracking[start], force=False)
+                else:  # nothing is checked out: a later checkout writes every file
+                    repo.index.update(staged=empty_roots())
                 repo.refs.add_if_new(branch, tracking[start], f"clone: from {url}")
                 repo.refs.set_symbolic(HEAD, branch, "clone")
         return repo, result

@@ -14,11 +14,13 @@ import blake3
 import pytest
 
 from benchmarks import datagen
+from dsvc import tree
 from dsvc.errors import NonFastForward, RemoteError
 from dsvc.history import signature
 from dsvc.remote.backends import Backend, Fetched, Stat, open_backend
 from dsvc.remote.layout import list_packs, pack_key
 from dsvc.remote.sync import Remote, push
+from dsvc.objects import FileEntry
 from dsvc.repo import Repo
 from dsvc.store.packs import INDEX_HEADER, PackIndex
 from tests.test_cli_workdir import SOURCE, coco
@@ -75,6 +77,11 @@ def annotations(path: Path) -> Any:
         k: sorted(json.dumps(x, sort_keys=True) for x in data[k])
         for k in ("images", "categories", "annotations")
     }
+
+
+def file_blobs(repo: Repo, rev: str) -> set[bytes]:
+    files = repo.roots_of(repo.rev_parse(rev, commit=True))["files"]
+    return {FileEntry.from_bytes(v).blob for _, v in tree.items(repo.store, files)}
 
 
 def state(repo: Repo) -> dict[str, bytes]:
@@ -244,8 +251,7 @@ def test_clone_without_media_fetches_media_on_checkout(
     repo.push("origin")
     clone, fetched = Repo.clone(url, tmp_path / "b", media=False, env=env)
     assert digest(clone.root) == digest(repo.root)  # checkout fetched exactly the media it wrote
-    blobs = set(clone.store.iter_blobs())
-    assert len(blobs) == len(digest(repo.root))
+    assert set(clone.store.iter_blobs()) == file_blobs(clone, "main")
     clone.checkout("v0")
     assert digest(clone.root) == v0_media
     assert clone.fsck().ok
@@ -257,11 +263,13 @@ def test_pull_media_fetches_ahead(s3_remote: tuple[str, dict[str, str]], tmp_pat
     relabel(repo, 0.0, 6, 2, "v1")
     repo.remote_add("origin", url)
     repo.push("origin")
-    clone, _ = Repo.clone(url, tmp_path / "b", media=False, env=env)
-    clone.checkout("v0")
-    before = set(clone.store.iter_blobs())
-    assert clone.fetch_media(["images"], rev="v1") == 6
-    assert len(set(clone.store.iter_blobs()) - before) == 6
+    clone, _ = Repo.clone(url, tmp_path / "b", media=False, env=env, checkout=False)
+    assert not set(clone.store.iter_blobs())
+    assert clone.fetch_media(["images"], rev="v1") == len(digest(repo.root))
+    assert clone.fetch_media(rev="v1") == len(file_blobs(repo, "v1")) - len(digest(repo.root))
+    assert set(clone.store.iter_blobs()) == file_blobs(repo, "v1")
+    clone.checkout("main", force=True)  # nothing was checked out: the deletions staged are dropped
+    assert digest(clone.root) == digest(repo.root) and clone.fsck().ok
 
 
 def _tamper(backend: Backend, change: Callable[[str, bytes], bytes | None]) -> None:
