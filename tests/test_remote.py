@@ -5,6 +5,9 @@ remotes that lie."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -17,10 +20,10 @@ from benchmarks import datagen
 from dsvc import tree
 from dsvc.errors import NonFastForward, RemoteError
 from dsvc.history import signature
+from dsvc.objects import FileEntry
 from dsvc.remote.backends import Backend, Fetched, Stat, open_backend
 from dsvc.remote.layout import list_packs, pack_key
 from dsvc.remote.sync import Remote, push
-from dsvc.objects import FileEntry
 from dsvc.repo import Repo
 from dsvc.store.packs import INDEX_HEADER, PackIndex
 from tests.test_cli_workdir import SOURCE, coco
@@ -249,7 +252,7 @@ def test_clone_without_media_fetches_media_on_checkout(
     relabel(repo, 0.1, 6, 2, "v1")
     repo.remote_add("origin", url)
     repo.push("origin")
-    clone, fetched = Repo.clone(url, tmp_path / "b", media=False, env=env)
+    clone, _ = Repo.clone(url, tmp_path / "b", media=False, env=env)
     assert digest(clone.root) == digest(repo.root)  # checkout fetched exactly the media it wrote
     assert set(clone.store.iter_blobs()) == file_blobs(clone, "main")
     clone.checkout("v0")
@@ -341,3 +344,48 @@ def test_bad_remote_names_and_urls(tmp_path: Path) -> None:
             repo.remote_add(name, str(tmp_path / "x"))
     with pytest.raises(Exception, match="unsupported remote URL"):
         repo.remote_add("x", "ftp://host/path")
+
+
+def test_the_cli_contract(s3_remote: tuple[str, dict[str, str]], tmp_path: Path, seaweed: Any) -> None:
+    """`remote add`, `push --json`, `clone`, `fetch`, `pull` through S3 with the endpoint and credentials from
+    the standard environment; nothing secret lands in the repository's files."""
+    url, _ = s3_remote
+    env = {**os.environ, **{k: v for k, v in seaweed.env().items() if k != "AWS_ENDPOINT_URL"}}
+    make_repo(tmp_path / "a")
+
+    def run(*args: str, cwd: Path, ok: bool = True) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "dsvc", *args], cwd=cwd, env=env, capture_output=True, text=True
+        )
+        assert (proc.returncode == 0) == ok, proc.stderr
+        return proc
+
+    a = tmp_path / "a"
+    run("remote", "add", "origin", url, "--endpoint", seaweed.endpoint, cwd=a)
+    pushed = json.loads(run("push", "origin", "--json", cwd=a).stdout)
+    assert set(pushed) == {"remote", "objects", "bytes", "packs", "updated"}
+    assert pushed["remote"] == "origin" and pushed["packs"] == 2
+    old, new = pushed["updated"]["refs/heads/main"]
+    assert old is None and len(new) == 64
+    assert seaweed.env()["AWS_SECRET_ACCESS_KEY"] not in (a / ".dsvc" / "config").read_text()
+    run("clone", url, "b", "--endpoint", seaweed.endpoint, cwd=tmp_path)
+    assert digest(tmp_path / "b") == digest(a)
+    assert "origin" in run("remote", "list", cwd=tmp_path / "b").stdout
+    datagen.mutate(a, relabel=0.1, add=2, seed=3)
+    run("add", ".", cwd=a)
+    run("commit", "-m", "more", cwd=a)
+    run("push", cwd=a)
+    pulled = json.loads(run("pull", "--json", cwd=tmp_path / "b").stdout)
+    assert pulled["checked_out"] == run("rev-parse", "HEAD", cwd=a).stdout.strip()
+    assert digest(tmp_path / "b") == digest(a)
+    assert annotations(tmp_path / "b" / SOURCE) == annotations(a / SOURCE)
+    bad = run("push", "nowhere", cwd=a, ok=False)
+    assert bad.stderr.startswith("dsvc: error: ") and "no such remote" in bad.stderr
+
+
+@pytest.mark.parametrize("command", ["remote", "push", "fetch", "pull", "clone"])
+def test_remote_commands_have_help_with_examples(tmp_path: Path, command: str) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "dsvc", command, "--help"], capture_output=True, text=True
+    ).stdout
+    assert "Examples:" in out and f"dsvc {command}" in out

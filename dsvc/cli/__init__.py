@@ -67,7 +67,7 @@ def main(ctx: click.Context, directory: Path | None, debug: bool) -> None:
     ctx.meta["cwd"] = directory.resolve() if directory else Path.cwd()
 
 
-from dsvc.cli import plumbing, versions, workdir  # noqa: E402  (the commands)
+from dsvc.cli import plumbing, remote, versions, workdir  # noqa: E402  (the commands)
 
-for _command in (*plumbing.COMMANDS, *workdir.COMMANDS, *versions.COMMANDS):
+for _command in (*plumbing.COMMANDS, *workdir.COMMANDS, *versions.COMMANDS, *remote.COMMANDS):
     main.add_command(_command)
