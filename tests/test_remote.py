@@ -363,7 +363,7 @@ def test_the_cli_contract(s3_remote: tuple[str, dict[str, str]], tmp_path: Path,
     a = tmp_path / "a"
     run("remote", "add", "origin", url, "--endpoint", seaweed.endpoint, cwd=a)
     pushed = json.loads(run("push", "origin", "--json", cwd=a).stdout)
-    assert set(pushed) == {"remote", "objects", "bytes", "packs", "updated"}
+    assert {"remote", "objects", "bytes", "packs", "updated"} <= set(pushed)
     assert pushed["remote"] == "origin" and pushed["packs"] == 2
     old, new = pushed["updated"]["refs/heads/main"]
     assert old is None and len(new) == 64

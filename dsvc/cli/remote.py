@@ -108,6 +108,7 @@ def push(ctx: click.Context, remote_name: str, refs: tuple[str, ...], force: boo
         "bytes": result.bytes,
         "packs": result.packs,
         "updated": {ref: list(move) for ref, move in result.updated.items()},
+        "requests": result.requests,
     }
     if not result.updated:
         text = f"{remote_name} is up to date"

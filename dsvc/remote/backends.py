@@ -322,8 +322,9 @@ def open_backend(
 
     config: dict[str, Any] = {k: v for k, v in env.items() if k in STORE_SETTINGS[kind] and v}
     if kind == "s3":
-        endpoint = endpoint or config.pop("aws_endpoint_url", None) or config.pop("aws_endpoint", None)
+        from_env = config.pop("aws_endpoint_url", None) or config.pop("aws_endpoint", None)
         config.pop("aws_endpoint", None)
+        endpoint = endpoint or from_env  # an endpoint the remote names wins over the environment's
         if endpoint:
             config["aws_endpoint"] = endpoint
         if region:

@@ -200,10 +200,8 @@ def _not_here(store: ObjectStore, packs: _Packs, media: bool) -> list[ObjectId]:
     fresh = [i for i, name in enumerate(names) if name in packs.fresh]
     objects = packs.index.ids_in([i for i in fresh if not names[i].startswith(MEDIA_PACK)])
     blobs = packs.index.ids_in([i for i in fresh if names[i].startswith(MEDIA_PACK)]) if media else []
-    have = store.contains_many(objects)
-    return [o for o, h in zip(objects, have, strict=True) if not h] + [
-        b for b in blobs if not store.has_blob(b)
-    ]
+    have = store.contains_many(objects) + store.has_blobs(blobs)
+    return [oid for oid, here in zip(objects + blobs, have, strict=True) if not here]
 
 
 def _land(
@@ -235,7 +233,8 @@ def fetch_blobs(
     store: ObjectStore, remote: Remote, blobs: Sequence[ObjectId], progress: Meter = no_meter
 ) -> tuple[int, int]:
     """Fetch media blobs on demand (a clone without media): coalesced range reads, each one verified."""
-    wanted = [b for b in dict.fromkeys(blobs) if not store.has_blob(b)]
+    unique = list(dict.fromkeys(blobs))
+    wanted = [b for b, here in zip(unique, store.has_blobs(unique), strict=True) if not here]
     if not wanted:
         return 0, 0
     packs = _packs(remote)

@@ -30,6 +30,7 @@ IN_FLIGHT = 4
 # a pack needed mostly is read whole.
 COALESCE_GAP = 256 << 10
 WHOLE_PACK_SHARE = 0.5
+READ_BATCH = 4096
 
 Meter = Callable[[int], None]
 
@@ -53,13 +54,14 @@ def _cut(store: ObjectStore, oids: list[ObjectId], target: int) -> Iterator[list
     """Sorted (id, stored bytes) runs of about target bytes each."""
     run: list[tuple[ObjectId, bytes]] = []
     size = 0
-    for oid in sorted(oids):
-        stored = store.stored_bytes(oid)
-        run.append((oid, stored))
-        size += len(stored)
-        if size >= target:
-            yield run
-            run, size = [], 0
+    ordered = sorted(oids)
+    for start in range(0, len(ordered), READ_BATCH):
+        for oid, stored in store.stored_many(ordered[start : start + READ_BATCH]):
+            run.append((oid, stored))
+            size += len(stored)
+            if size >= target:
+                yield run
+                run, size = [], 0
     if run:
         yield run
 

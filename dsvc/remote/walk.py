@@ -18,10 +18,13 @@ from dsvc.errors import ObjectMissing
 from dsvc.fsck import COLUMN_VALUES, children
 from dsvc.hashing import ObjectId
 from dsvc.history import load_any
-from dsvc.objects import Checkpoint, Commit, InferenceSet, StoredObject
+from dsvc.objects import Checkpoint, Commit, InferenceSet, StoredObject, decode_object
 from dsvc.store import ObjectStore
 
 HISTORY_KINDS = (Commit, Checkpoint, InferenceSet)
+# Columns whose leaf values are objects that refer to nothing further (see fsck.children).
+SELF_CONTAINED = frozenset({"labels", "sources", "predictions"})
+BATCH = 4096
 
 
 @dataclass
@@ -89,15 +92,15 @@ def missing_closure(
             stack.extend(obj.parents)
             base = _first_parent_roots(store, obj)
             for column, root in obj.roots.items():
-                _map_difference(store, base.get(column), root, column, out, media)
+                _map_difference(store, base.get(column), root, column, out)
         elif isinstance(obj, InferenceSet):
             stack.extend(history_parents(obj))
             base_root = _parent_predictions(store, obj)
-            _map_difference(store, base_root, obj.predictions, "predictions", out, media)
+            _map_difference(store, base_root, obj.predictions, "predictions", out)
         elif isinstance(obj, Checkpoint):
             stack.extend(history_parents(obj))
-        else:
-            _leaf_closure(store, oid, obj, None, out, media)
+    if media:
+        _check_blobs(store, list(out.blobs))
     return out
 
 
@@ -120,38 +123,50 @@ def _parent_predictions(store: ObjectStore, inference: InferenceSet) -> ObjectId
 
 
 def _map_difference(
-    store: ObjectStore, base: ObjectId | None, root: ObjectId, column: str, out: Closure, media: bool
+    store: ObjectStore, base: ObjectId | None, root: ObjectId, column: str, out: Closure
 ) -> None:
     """Add the nodes of map root that base lacks, and everything its new leaf values reach."""
 
     def add_node(oid: ObjectId) -> None:
         out.objects[oid] = None
 
+    leaves: list[ObjectId] = []
     for change in tree.diff(store, base or tree.EMPTY.id, root, new_node=add_node):
         if change.new is None or column not in COLUMN_VALUES:
             continue
         for kind, oid in COLUMN_VALUES[column](change.new):
             if kind == "blob":
-                _add_blob(store, oid, out, media)
+                out.blobs[oid] = None
             elif oid not in out.objects:
-                _leaf_closure(store, oid, load_any(store, oid), None, out, media)
+                out.objects[oid] = None
+                leaves.append(oid)
+    for start in range(0, len(leaves), BATCH):
+        _leaf_closure(store, leaves[start : start + BATCH], column, out)
 
 
-def _leaf_closure(
-    store: ObjectStore, oid: ObjectId, obj: StoredObject, column: str | None, out: Closure, media: bool
-) -> None:
-    """A map's leaf value (frame, labels, source) and what it refers to: media blobs."""
-    out.objects[oid] = None
-    for kind, child, child_column in children(obj, column):
-        if kind == "blob":
-            _add_blob(store, child, out, media)
-        elif child not in out.objects:
-            _leaf_closure(store, child, load_any(store, child), child_column, out, media)
+def _leaf_closure(store: ObjectStore, oids: list[ObjectId], column: str, out: Closure) -> None:
+    """Check a batch of a map's leaf values are here and add what they refer to (a frame's media).
 
-
-def _add_blob(store: ObjectStore, oid: ObjectId, out: Closure, media: bool) -> None:
-    if oid in out.blobs:
+    Labels, sources and predictions refer to nothing further, so only their presence is checked (one
+    vectorised lookup) instead of decoding each."""
+    if column in SELF_CONTAINED:
+        absent = [oid for oid, found in zip(oids, store.contains_many(oids), strict=True) if not found]
+        if absent:
+            raise ObjectMissing(f"object {absent[0].hex()} is not in the store")
         return
-    if media and not store.has_blob(oid):
-        raise ObjectMissing(f"blob {oid.hex()} is not in the store")
-    out.blobs[oid] = None
+    for _, data in store.get_many(oids):
+        for kind, child, _ in children(decode_object(data), None):
+            if kind == "blob":
+                out.blobs[child] = None
+            elif child not in out.objects:  # no leaf kind refers to further objects today
+                out.objects[child] = None
+                _leaf_closure(store, [child], "", out)
+
+
+def _check_blobs(store: ObjectStore, blobs: list[ObjectId]) -> None:
+    """Raise ObjectMissing unless every blob is here."""
+    for start in range(0, len(blobs), BATCH):
+        chunk = blobs[start : start + BATCH]
+        for oid, here in zip(chunk, store.has_blobs(chunk), strict=True):
+            if not here:
+                raise ObjectMissing(f"blob {oid.hex()} is not in the store")

@@ -95,7 +95,8 @@ def checkout(
             changes.setdefault(path.encode(), tree.get(store, target["files"], path.encode()))
     if fetch_blobs is not None:
         blobs = [FileEntry.from_bytes(v).blob for v in changes.values() if v is not None]
-        missing = [b for b in dict.fromkeys(blobs) if not store.has_blob(b)]
+        unique = list(dict.fromkeys(blobs))
+        missing = [b for b, here in zip(unique, store.has_blobs(unique), strict=True) if not here]
         if missing:
             fetch_blobs(missing)
     for key, value in sorted(changes.items()):
