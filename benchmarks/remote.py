@@ -260,10 +260,11 @@ def _section(r: dict[str, Any], cmd: str) -> str:
 {report.stamp(cmd)}
 
 {r["frames"]} frames, {r["media_bytes"] / 1e6:.0f} MB of media; dsvc pushed {first["bytes"] / 1e6:.0f} MB in \
-{first["packs"]} packs. Each operation is the wall time of the command as a subprocess (after `sync`), one run each. Raw
-is obstore PUT / GET of dsvc's pack files, {RAW_THREADS} threads, from and into memory (no hashing, no
-files written). S3 is SeaweedFS (`weed server -s3`) on loopback, sharing the machine's cores with the
-clients. `dvc pull` includes DVC's checkout, so compare it with dsvc's clone with checkout.
+{first["packs"]} packs. Each operation is the wall time of the command as a subprocess (after `sync`),
+one run each. Raw is obstore PUT / GET of dsvc's pack files, {RAW_THREADS} threads, from and into
+memory (no hashing, no fsync, no files written). S3 is SeaweedFS (`weed server -s3`) on loopback,
+sharing the machine's cores with the clients. `dvc pull` includes DVC's checkout, so compare it with
+dsvc's clone with checkout.
 
 {report.table(["remote", "operation", "dsvc s", "raw obstore s", "DVC s"], rows)}
 

@@ -73,7 +73,7 @@ def digest(root: Path, under: str = "images") -> dict[str, str]:
     }
 
 
-def annotations(path: Path) -> Any:
+def coco_content(path: Path) -> Any:
     """A COCO file's content, independent of key and list order: semantic identity."""
     data = coco(path).dataset
     return {
@@ -96,7 +96,7 @@ def test_push_clone_and_time_travel(remote_url: tuple[str, dict[str, str]], tmp_
     url, env = remote_url
     repo = make_repo(tmp_path / "a", env=env)
     v0_media = digest(repo.root)
-    v0_labels = annotations(repo.root / SOURCE)
+    v0_labels = coco_content(repo.root / SOURCE)
     relabel(repo, 0.1, 5, 2, "v1")
     repo.remote_add("origin", url)
     pushed = repo.push("origin")
@@ -109,7 +109,7 @@ def test_push_clone_and_time_travel(remote_url: tuple[str, dict[str, str]], tmp_
     assert digest(clone.root) == digest(repo.root)
     clone.checkout("v0")
     assert digest(clone.root) == v0_media
-    assert annotations(clone.root / SOURCE) == v0_labels
+    assert coco_content(clone.root / SOURCE) == v0_labels
     assert clone.fsck().ok
     assert clone.rev_parse("v1", commit=True) == repo.rev_parse("v1", commit=True)
 
@@ -176,9 +176,7 @@ def test_non_fast_forward_and_force(remote_url: tuple[str, dict[str, str]], tmp_
     with pytest.raises(NonFastForward, match="fetch"):
         b.push("origin", ["main"])
     forced = b.push("origin", ["main"], force=True)
-    assert forced.updated["refs/heads/main"] == [a.rev_parse("main").hex(), b.rev_parse("main").hex()] or (
-        forced.updated["refs/heads/main"] == (a.rev_parse("main").hex(), b.rev_parse("main").hex())
-    )
+    assert forced.updated["refs/heads/main"] == (a.rev_parse("main").hex(), b.rev_parse("main").hex())
     a.fetch("origin")
     assert a.rev_parse("refs/remotes/origin/main") == b.rev_parse("main")
 
@@ -378,7 +376,7 @@ def test_the_cli_contract(s3_remote: tuple[str, dict[str, str]], tmp_path: Path,
     pulled = json.loads(run("pull", "--json", cwd=tmp_path / "b").stdout)
     assert pulled["checked_out"] == run("rev-parse", "HEAD", cwd=a).stdout.strip()
     assert digest(tmp_path / "b") == digest(a)
-    assert annotations(tmp_path / "b" / SOURCE) == annotations(a / SOURCE)
+    assert coco_content(tmp_path / "b" / SOURCE) == coco_content(a / SOURCE)
     bad = run("push", "nowhere", cwd=a, ok=False)
     assert bad.stderr.startswith("dsvc: error: ") and "no such remote" in bad.stderr
 

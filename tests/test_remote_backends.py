@@ -56,33 +56,13 @@ def test_if_match_moves_only_from_the_version_read(backend: Backend) -> None:
         backend.put("refs/heads/absent", b"x", if_match=etag)
 
 
-def test_racing_conditional_writes_have_one_winner(backend: Backend) -> None:
-    etag = backend.put("refs/heads/race", b"base")
-    wins: list[int] = []
-    losses: list[int] = []
-
-    def attempt(n: int) -> None:
-        try:
-            backend.put("refs/heads/race", str(n).encode(), if_match=etag)
-            wins.append(n)
-        except PreconditionFailed:
-            losses.append(n)
-
-    threads = [threading.Thread(target=attempt, args=(n,)) for n in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(wins) == 1 and len(losses) == 5
-    assert backend.get("refs/heads/race").data == str(wins[0]).encode()
-
-
-def test_racing_creates_have_one_winner(backend: Backend) -> None:
+def _race(backend: Backend, key: str, **condition: str | bool) -> list[int]:
+    """Six writers put their number under key at once, all with the same condition; return the winners."""
     wins: list[int] = []
 
     def attempt(n: int) -> None:
         try:
-            backend.put("refs/tags/once", str(n).encode(), create=True)
+            backend.put(key, str(n).encode(), **condition)  # type: ignore[arg-type]
             wins.append(n)
         except PreconditionFailed:
             pass
@@ -92,6 +72,17 @@ def test_racing_creates_have_one_winner(backend: Backend) -> None:
         t.start()
     for t in threads:
         t.join()
+    return wins
+
+
+def test_racing_conditional_writes_have_one_winner(backend: Backend) -> None:
+    etag = backend.put("refs/heads/race", b"base")
+    wins = _race(backend, "refs/heads/race", if_match=etag)
+    assert len(wins) == 1 and backend.get("refs/heads/race").data == str(wins[0]).encode()
+
+
+def test_racing_creates_have_one_winner(backend: Backend) -> None:
+    wins = _race(backend, "refs/tags/once", create=True)
     assert len(wins) == 1 and backend.get("refs/tags/once").data == str(wins[0]).encode()
 
 
