@@ -387,3 +387,41 @@ def test_remote_commands_have_help_with_examples(tmp_path: Path, command: str) -
         [sys.executable, "-m", "dsvc", command, "--help"], capture_output=True, text=True
     ).stdout
     assert "Examples:" in out and f"dsvc {command}" in out
+
+
+def test_a_remote_whose_refs_reach_missing_objects_is_refused(
+    remote_url: tuple[str, dict[str, str]], tmp_path: Path
+) -> None:
+    url, env = remote_url
+    repo = make_repo(tmp_path / "a", env=env)
+    repo.remote_add("origin", url)
+    repo.push("origin")
+    backend = open_backend(url, env=env)
+    backend.put("refs/heads/ghost", b"ab" * 32 + b"\n")
+    other = make_repo(tmp_path / "b", env=env)
+    other.remote_add("origin", url)
+    before = state(other)
+    with pytest.raises(RemoteError, match="incomplete"):
+        other.fetch("origin")
+    assert state(other) == before and other.fsck().ok
+    assert not list((other.dsvc_dir / "remotes").rglob("*.idx"))  # nothing cached either
+
+
+def test_fetch_brings_checkpoints_and_reports_diverged_ones(
+    remote_url: tuple[str, dict[str, str]], tmp_path: Path
+) -> None:
+    url, env = remote_url
+    a = make_repo(tmp_path / "a", env=env)
+    a.remote_add("origin", url)
+    a.push("origin")
+    b, _ = Repo.clone(url, tmp_path / "b", env=env)
+    a.checkpoint_edit("v0", WHO, description="edited in a")
+    relabel(a, 0.1, 0, 8, "v1")
+    a.push("origin")
+    b.checkpoint_create("v1", WHO, description="b's own v1")
+    fetched = b.fetch("origin")
+    assert fetched.updated["refs/checkpoints/v0"][1] == a.rev_parse("refs/checkpoints/v0").hex()
+    assert b.checkpoint("v0")[1].description == "edited in a"
+    assert "refs/checkpoints/v1" in fetched.rejected and b.checkpoint("v1")[1].description == "b's own v1"
+    with pytest.raises(NonFastForward):
+        b.push("origin", ["v1"])

@@ -273,6 +273,39 @@ class ObjectStoreBackend(Backend):
             raise _remote_error(self.url, key, exc) from None
 
 
+class CountingBackend(Backend):
+    """Another backend, counting the requests made through it (what a push or fetch reports)."""
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+        self.url = inner.url
+        self.requests = 0
+
+    def put(self, key: str, data: bytes, *, create: bool = False, if_match: str | None = None) -> str:
+        self.requests += 1
+        return self.inner.put(key, data, create=create, if_match=if_match)
+
+    def get(self, key: str) -> Fetched:
+        self.requests += 1
+        return self.inner.get(key)
+
+    def get_ranges(self, key: str, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        self.requests += 1
+        return self.inner.get_ranges(key, ranges)
+
+    def head(self, key: str) -> Stat | None:
+        self.requests += 1
+        return self.inner.head(key)
+
+    def list(self, prefix: str) -> Iterator[Stat]:
+        self.requests += 1  # one listing; an object store pages it in 1000s
+        return self.inner.list(prefix)
+
+    def delete(self, key: str) -> None:
+        self.requests += 1
+        self.inner.delete(key)
+
+
 def _remote_error(url: str, key: str, exc: Exception) -> RemoteError:
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return RemoteError(f"{url}: {key}: {first[:300]}")

@@ -17,7 +17,7 @@ from pathlib import Path
 from dsvc.errors import NonFastForward, ObjectMissing, RemoteError
 from dsvc.hashing import ObjectId
 from dsvc.refs import RefStore
-from dsvc.remote.backends import Backend, PreconditionFailed, Stat
+from dsvc.remote.backends import Backend, CountingBackend, PreconditionFailed, Stat
 from dsvc.remote.layout import (
     MEDIA_PACK,
     RemoteIndex,
@@ -110,6 +110,8 @@ def push(
 ) -> PushResult:
     """Send the named local refs (and everything they reach) to the remote under the same names."""
     result = PushResult(remote.name)
+    counted = CountingBackend(remote.backend)
+    remote = Remote(remote.name, counted, remote.cache)
     read_format(remote.backend)
     remote_refs = read_refs(remote.backend)
     moves: dict[str, tuple[RemoteRef | None, ObjectId]] = {}
@@ -127,6 +129,7 @@ def push(
             )
         moves[name] = (old, new)
     if not moves:
+        result.requests = counted.requests
         return result
     ensure_format(remote.backend)
     closure = missing_closure(
@@ -139,12 +142,7 @@ def push(
         store, remote.backend, objects, blobs, packs.unindexed, packs.stats, progress, pack_target
     )
     save_indexes(remote.cache, {**packs.fresh, **sent.indexes})
-    result.objects, result.bytes, result.packs, result.requests = (
-        sent.objects,
-        sent.bytes,
-        sent.packs,
-        sent.requests,
-    )
+    result.objects, result.bytes, result.packs = sent.objects, sent.bytes, sent.packs
     for name, (old, new) in moves.items():  # refs last, each by a conditional write
         try:
             if old is None:
@@ -156,10 +154,10 @@ def push(
                 f"{name} on {remote.name} moved while pushing (another push won): "
                 f"run 'dsvc fetch {remote.name}' and push again"
             ) from None
-        result.requests += 1
         result.updated[name] = (_hex(old.target if old else None), new.hex())
         if name.startswith(BRANCHES):
             _set(refs, remote.tracking(name), new, f"push: {remote.name}")
+    result.requests = counted.requests
     return result
 
 

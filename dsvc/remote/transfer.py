@@ -46,7 +46,6 @@ class Uploaded:
     objects: int = 0
     bytes: int = 0
     packs: int = 0
-    requests: int = 0
     indexes: dict[str, builtins.bytes] = field(default_factory=dict)
 
 
@@ -81,26 +80,24 @@ def upload_packs(
     when its bytes match."""
     done = Uploaded()
 
-    def send(name: str, data: bytes, index: bytes, count: int) -> tuple[str, bytes, int, int, int]:
-        sent = requests = 0
+    def send(name: str, data: bytes, index: bytes, count: int) -> tuple[str, bytes, int, int]:
+        sent = 0
         known = sizes.get(name)
         if name not in unindexed or known is None or known.size != len(data):
             backend.put(pack_key(name, "pack"), data)
             sent += len(data)
-            requests += 1
         backend.put(pack_key(name, "idx"), index)
-        return name, index, count, sent + len(index), requests + 1
+        return name, index, count, sent + len(index)
 
-    def harvest(future: Future[tuple[str, bytes, int, int, int]]) -> None:
-        name, index, count, sent, requests = future.result()
+    def harvest(future: Future[tuple[str, bytes, int, int]]) -> None:
+        name, index, count, sent = future.result()
         done.indexes[name] = index
         done.objects += count
         done.bytes += sent
-        done.requests += requests
         done.packs += 1
         progress(count)
 
-    pending: list[Future[tuple[str, bytes, int, int, int]]] = []
+    pending: list[Future[tuple[str, bytes, int, int]]] = []
     with ThreadPoolExecutor(WORKERS, thread_name_prefix="dsvc-push") as pool:
         try:
             for prefix, ids in ((OBJECT_PACK, objects), (MEDIA_PACK, blobs)):
