@@ -26,6 +26,8 @@ from dsvc.store.packs import pack_bytes
 PACK_TARGET = 64 << 20
 WORKERS = 8
 IN_FLIGHT = 4
+# Bytes of range reads outstanding at once: bounds a fetch's memory whatever the sizes of its reads.
+MAX_IN_FLIGHT_BYTES = 256 << 20
 # Ranges closer than this are read as one (a request costs more than reading a few hundred KB more);
 # a pack needed mostly is read whole.
 COALESCE_GAP = 256 << 10
@@ -198,13 +200,16 @@ def download(
     buffered: dict[ObjectId, bytes] = {}
     buffered_bytes = 0
     pending: list[Future[tuple[Span, dict[ObjectId, bytes], int]]] = []
+    in_flight = 0
     with ThreadPoolExecutor(WORKERS, thread_name_prefix="dsvc-fetch") as pool:
         try:
             for span in [*spans, None]:
                 if span is not None:
                     pending.append(pool.submit(read, span))
-                while pending and (span is None or len(pending) >= IN_FLIGHT * 2):
+                    in_flight += span.end - span.start
+                while pending and (span is None or in_flight >= MAX_IN_FLIGHT_BYTES):
                     _, entries, size = pending.pop(0).result()
+                    in_flight -= size
                     buffered.update(entries)
                     buffered_bytes += size
                     count += len(entries)
