@@ -14,7 +14,7 @@ from typing import Any
 
 from dsvc import dataset, history, tree
 from dsvc.config import Config
-from dsvc.errors import BadRevision, DsvcError, InvalidInput, NotARepository, RefConflict
+from dsvc.errors import BadRevision, DsvcError, InvalidInput, NotARepository, RefConflict, RemoteError
 from dsvc.formats import detect_format, get_format
 from dsvc.fsck import FsckReport, fsck
 from dsvc.hashing import ObjectId, hash_file
@@ -526,26 +526,38 @@ class Repo:
         or ahead by `fetch_media`."""
         if dest.exists() and any(dest.iterdir()):
             raise InvalidInput("exists and is not empty", path=str(dest))
-        repo, _ = cls.init(dest)
-        repo.env = dict(env)
-        with repo.lock():
-            settings.add_remote(
-                repo.config, settings.RemoteSettings(remote, url, endpoint, region, not media)
-            )
-        result = repo.fetch(remote, progress)
-        tracking = repo.refs.list_refs(f"refs/remotes/{remote}/")
+        existed = dest.exists()
+        try:
+            repo, _ = cls.init(dest)
+            repo.env = dict(env)
+            with repo.lock():
+                settings.add_remote(
+                    repo.config, settings.RemoteSettings(remote, url, endpoint, region, not media)
+                )
+            result = repo.fetch(remote, progress)
+            if result.empty:
+                raise RemoteError(f"nothing to clone: {url} is not a dsvc remote (or was never pushed to)")
+            repo._start_branch(remote, url, checkout)
+        except BaseException:  # a failed clone leaves nothing behind
+            shutil.rmtree(dest / DSVC_DIR if existed else dest, ignore_errors=True)
+            raise
+        return repo, result
+
+    def _start_branch(self, remote: str, url: str, checkout: bool) -> None:
+        """After a clone's fetch: a local `main` (or the remote's first branch), checked out unless not."""
+        tracking = self.refs.list_refs(f"refs/remotes/{remote}/")
         main = f"refs/remotes/{remote}/{DEFAULT_BRANCH}"
         start = main if main in tracking else next(iter(tracking), None)
-        if start is not None:
-            branch = "refs/heads/" + start[len(f"refs/remotes/{remote}/") :]
-            with repo.lock():
-                if checkout:
-                    repo._write_worktree(tracking[start], force=False)
-                else:  # nothing is checked out: a later checkout writes every file
-                    repo.index.update(staged=empty_roots())
-                repo.refs.add_if_new(branch, tracking[start], f"clone: from {url}")
-                repo.refs.set_symbolic(HEAD, branch, "clone")
-        return repo, result
+        if start is None:
+            return
+        branch = "refs/heads/" + start[len(f"refs/remotes/{remote}/") :]
+        with self.lock():
+            if checkout:
+                self._write_worktree(tracking[start], force=False)
+            else:  # nothing is checked out: a later checkout writes every file
+                self.index.update(staged=empty_roots())
+            self.refs.add_if_new(branch, tracking[start], f"clone: from {url}")
+            self.refs.set_symbolic(HEAD, branch, "clone")
 
 
 def _under(path: str, prefix: str) -> bool:

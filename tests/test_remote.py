@@ -285,6 +285,7 @@ def _tamper(backend: Backend, change: Callable[[str, bytes], bytes | None]) -> N
 def _refused(clone_from: str, env: dict[str, str], dest: Path, needle: str) -> None:
     with pytest.raises(RemoteError, match=needle):
         Repo.clone(clone_from, dest, env=env)
+    assert not dest.exists()  # a failed clone leaves nothing behind
 
 
 def test_a_remote_that_lies_is_refused(remote_url: tuple[str, dict[str, str]], tmp_path: Path) -> None:
@@ -333,6 +334,10 @@ def test_a_remote_that_lies_is_refused(remote_url: tuple[str, dict[str, str]], t
     assert state(repo) == mine and mine != before
     assert repo.fsck().ok
     Repo.clone(url, tmp_path / "e", env=env)  # the remote, repaired, clones fine
+
+
+def test_cloning_nothing_is_an_error(tmp_path: Path) -> None:
+    _refused(str(tmp_path / "no-such-remote"), {}, tmp_path / "c", "nothing to clone")
 
 
 def test_bad_remote_names_and_urls(tmp_path: Path) -> None:

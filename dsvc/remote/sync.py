@@ -65,6 +65,7 @@ class PushResult:
 @dataclass
 class FetchResult:
     remote: str
+    empty: bool = False  # the remote holds nothing yet (no dsvc config)
     objects: int = 0
     bytes: int = 0
     updated: dict[str, tuple[str | None, str]] = field(default_factory=dict)
@@ -174,6 +175,7 @@ def fetch(
     """Bring the remote's refs and the objects they reach (without media blobs unless media) here."""
     result = FetchResult(remote.name)
     if read_format(remote.backend) is None:
+        result.empty = True
         return result
     remote_refs = read_refs(remote.backend)
     packs = _packs(remote)
