@@ -23,7 +23,7 @@ BUCKET = "dsvc-test"
 ACCESS_KEY = "dsvc-test"
 SECRET_KEY = "dsvc-test-secret"
 START_TIMEOUT_S = 90.0
-STOP_TIMEOUT_S = 10.0
+STOP_TIMEOUT_S = 5.0
 # Every listener of `weed server` that has a port flag; each gets its own free port (the defaults
 # derive gRPC ports as port + 10000 and would collide between concurrent test sessions).
 PORT_FLAGS = (
