@@ -58,6 +58,14 @@ def make_repo(
     return repo
 
 
+def shared_repo(url: str, root: Path, **kwargs: Any) -> Repo:
+    """A generated repository (see make_repo) with `origin` at url, pushed."""
+    repo = make_repo(root, **kwargs)
+    repo.remote_add("origin", url)
+    repo.push("origin")
+    return repo
+
+
 def relabel(repo: Repo, fraction: float, add: int, seed: int, name: str) -> None:
     datagen.mutate(repo.root, relabel=fraction, add=add, seed=seed)
     repo.add()
@@ -118,9 +126,7 @@ def test_incremental_push_sends_about_the_new_bytes(
     remote_url: tuple[str, dict[str, str]], tmp_path: Path
 ) -> None:
     url, env = remote_url
-    repo = make_repo(tmp_path / "a", frames=200, env=env)
-    repo.remote_add("origin", url)
-    repo.push("origin")
+    repo = shared_repo(url, tmp_path / "a", frames=200, env=env)
     before = set(repo.store.iter_blobs())
     objects_before = {oid for oid, _ in repo.store.iter_stored()}
     relabel(repo, 0.01, 2, 3, "v1")
@@ -134,9 +140,7 @@ def test_incremental_push_sends_about_the_new_bytes(
 
 def test_racing_pushes_have_one_winner(s3_remote: tuple[str, dict[str, str]], tmp_path: Path) -> None:
     url, env = s3_remote
-    origin = make_repo(tmp_path / "a", env=env)
-    origin.remote_add("origin", url)
-    origin.push("origin")
+    shared_repo(url, tmp_path / "a", env=env)
     clients = [Repo.clone(url, tmp_path / f"c{i}", env=env)[0] for i in range(2)]
     for i, client in enumerate(clients):
         relabel(client, 0.1, 1, 10 + i, f"work-{i}")
@@ -166,9 +170,7 @@ def test_racing_pushes_have_one_winner(s3_remote: tuple[str, dict[str, str]], tm
 
 def test_non_fast_forward_and_force(remote_url: tuple[str, dict[str, str]], tmp_path: Path) -> None:
     url, env = remote_url
-    a = make_repo(tmp_path / "a", env=env)
-    a.remote_add("origin", url)
-    a.push("origin")
+    a = shared_repo(url, tmp_path / "a", env=env)
     b, _ = Repo.clone(url, tmp_path / "b", env=env)
     relabel(a, 0.1, 0, 4, "from-a")
     a.push("origin", ["main"])
@@ -290,9 +292,7 @@ def _refused(clone_from: str, env: dict[str, str], dest: Path, needle: str) -> N
 
 def test_a_remote_that_lies_is_refused(remote_url: tuple[str, dict[str, str]], tmp_path: Path) -> None:
     url, env = remote_url
-    repo = make_repo(tmp_path / "a", env=env)
-    repo.remote_add("origin", url)
-    repo.push("origin")
+    repo = shared_repo(url, tmp_path / "a", env=env)
     backend = open_backend(url, env=env)
     before = state(repo)
     relabel(repo, 0.2, 0, 7, "later")
@@ -398,9 +398,7 @@ def test_a_remote_whose_refs_reach_missing_objects_is_refused(
     remote_url: tuple[str, dict[str, str]], tmp_path: Path
 ) -> None:
     url, env = remote_url
-    repo = make_repo(tmp_path / "a", env=env)
-    repo.remote_add("origin", url)
-    repo.push("origin")
+    shared_repo(url, tmp_path / "a", env=env)
     backend = open_backend(url, env=env)
     backend.put("refs/heads/ghost", b"ab" * 32 + b"\n")
     other = make_repo(tmp_path / "b", env=env)
@@ -416,9 +414,7 @@ def test_fetch_brings_checkpoints_and_reports_diverged_ones(
     remote_url: tuple[str, dict[str, str]], tmp_path: Path
 ) -> None:
     url, env = remote_url
-    a = make_repo(tmp_path / "a", env=env)
-    a.remote_add("origin", url)
-    a.push("origin")
+    a = shared_repo(url, tmp_path / "a", env=env)
     b, _ = Repo.clone(url, tmp_path / "b", env=env)
     a.checkpoint_edit("v0", WHO, description="edited in a")
     relabel(a, 0.1, 0, 8, "v1")
