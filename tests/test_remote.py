@@ -426,3 +426,18 @@ def test_fetch_brings_checkpoints_and_reports_diverged_ones(
     assert "refs/checkpoints/v1" in fetched.rejected and b.checkpoint("v1")[1].description == "b's own v1"
     with pytest.raises(NonFastForward):
         b.push("origin", ["v1"])
+
+
+def test_a_push_does_not_make_a_fetch_skip_what_others_pushed(
+    remote_url: tuple[str, dict[str, str]], tmp_path: Path
+) -> None:
+    url, env = remote_url
+    a = shared_repo(url, tmp_path / "a", env=env)
+    b, _ = Repo.clone(url, tmp_path / "b", env=env)
+    relabel(b, 0.1, 3, 9, "from-b")
+    b.push("origin", ["main", "from-b"])
+    a.checkpoint_edit("v0", WHO, description="a pushes while b's packs are new to it")
+    a.push("origin", ["v0"])  # reads (and caches) the indexes of b's packs, fetches nothing
+    fetched = a.fetch("origin")
+    assert fetched.objects > 0
+    assert a.rev_parse("refs/remotes/origin/main") == b.rev_parse("main") and a.fsck().ok

@@ -41,6 +41,7 @@ MAX_CONFIG_BYTES = 4096
 # refused rather than read into memory.
 MAX_INDEX_BYTES = 256 << 20
 WORKERS = 8
+FETCHED = "fetched"
 
 
 @dataclass(frozen=True)
@@ -222,6 +223,21 @@ def load_indexes(
                 raise RemoteError(f"{backend.url}: {exc}") from None
             fresh[name] = data
     return indexes, fresh
+
+
+def fetched_packs(cache: Path) -> set[str]:
+    """The packs whose objects this repository has taken in (fetched, or pushed from here). A cached
+    index alone says nothing: a push reads every index of the remote without fetching its objects."""
+    try:
+        return set((cache.parent / FETCHED).read_text(encoding="utf-8").split())
+    except FileNotFoundError:
+        return set()
+
+
+def mark_fetched(cache: Path, names: Iterable[str]) -> None:
+    new = fetched_packs(cache) | set(names)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    write_file(cache.parent / FETCHED, "".join(f"{n}\n" for n in sorted(new)).encode())
 
 
 def save_indexes(cache: Path, fresh: Mapping[str, bytes]) -> None:

@@ -23,8 +23,10 @@ from dsvc.remote.layout import (
     RemoteIndex,
     RemoteRef,
     ensure_format,
+    fetched_packs,
     list_packs,
     load_indexes,
+    mark_fetched,
     read_format,
     read_refs,
     ref_bytes,
@@ -143,6 +145,7 @@ def push(
         store, remote.backend, objects, blobs, packs.unindexed, packs.stats, progress, pack_target
     )
     save_indexes(remote.cache, {**packs.fresh, **sent.indexes})
+    mark_fetched(remote.cache, sent.indexes)  # their objects are here
     result.objects, result.bytes, result.packs = sent.objects, sent.bytes, sent.packs
     for name, (old, new) in moves.items():  # refs last, each by a conditional write
         try:
@@ -179,7 +182,7 @@ def fetch(
         return result
     remote_refs = read_refs(remote.backend)
     packs = _packs(remote)
-    wanted = _not_here(store, packs, media)
+    wanted = _not_here(store, packs, fetched_packs(remote.cache), media)
     local_tips = list(refs.list_refs().values())
     tips = [r.target for r in remote_refs.values()]
     with store.batch():
@@ -189,15 +192,16 @@ def fetch(
         except ObjectMissing as exc:
             raise RemoteError(f"{remote.name} is incomplete: {exc}; nothing was fetched") from None
     save_indexes(remote.cache, packs.fresh)
+    mark_fetched(remote.cache, packs.index.names)
     for name, ref in remote_refs.items():
         _land(store, refs, remote, name, ref.target, result)
     return result
 
 
-def _not_here(store: ObjectStore, packs: _Packs, media: bool) -> list[ObjectId]:
-    """Ids in packs not seen before that this store lacks (media packs only with media)."""
+def _not_here(store: ObjectStore, packs: _Packs, fetched: set[str], media: bool) -> list[ObjectId]:
+    """Ids in packs not fetched before that this store lacks (media packs only with media)."""
     names = packs.index.names
-    fresh = [i for i, name in enumerate(names) if name in packs.fresh]
+    fresh = [i for i, name in enumerate(names) if name not in fetched]
     objects = packs.index.ids_in([i for i in fresh if not names[i].startswith(MEDIA_PACK)])
     blobs = packs.index.ids_in([i for i in fresh if names[i].startswith(MEDIA_PACK)]) if media else []
     have = store.contains_many(objects) + store.has_blobs(blobs)
