@@ -441,3 +441,28 @@ def test_a_push_does_not_make_a_fetch_skip_what_others_pushed(
     fetched = a.fetch("origin")
     assert fetched.objects > 0
     assert a.rev_parse("refs/remotes/origin/main") == b.rev_parse("main") and a.fsck().ok
+
+
+def test_unexpected_names_under_packs_are_refused(tmp_path: Path) -> None:
+    url = str(tmp_path / "remote")
+    shared_repo(url, tmp_path / "a")
+    open_backend(url).put("packs/evil.sh", b"#!/bin/sh\n")
+    _refused(url, {}, tmp_path / "b", "unexpected pack name")
+
+
+def test_pull_media_on_the_command_line(tmp_path: Path) -> None:
+    url = str(tmp_path / "remote")
+    repo = shared_repo(url, tmp_path / "a")
+
+    def run(*args: str, cwd: Path) -> Any:
+        proc = subprocess.run(
+            [sys.executable, "-m", "dsvc", *args, "--json"], cwd=cwd, capture_output=True, text=True
+        )
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
+    run("clone", url, "b", "--no-media", "--no-checkout", cwd=tmp_path)
+    assert run("pull", "--media", "images", cwd=tmp_path / "b") == {"media": len(digest(repo.root))}
+    assert run("pull", "--media", cwd=tmp_path / "b")["media"] == len(file_blobs(repo, "main")) - len(
+        digest(repo.root)
+    )
