@@ -20,7 +20,7 @@ from dsvc.fsck import FsckReport, fsck
 from dsvc.hashing import ObjectId, hash_file
 from dsvc.history import load_any, resolve, resolve_commit
 from dsvc.lock import WriterLock
-from dsvc.objects import Checkpoint, Commit, FileEntry, Frame, Labels, Signature, Source, StoredObject
+from dsvc.objects import Checkpoint, Commit, Frame, Labels, Signature, Source, StoredObject
 from dsvc.refs import HEAD, RefStore, check_ref_name
 from dsvc.remote import settings, sync
 from dsvc.remote.sync import FetchResult, PushResult
@@ -438,19 +438,7 @@ class Repo:
     def push_refs(self, refs: Iterable[str] = ()) -> list[str]:
         """The full names of the refs a push sends: those named (short names allowed), else the current
         branch with every tag, checkpoint and inference set."""
-        named = []
-        for short in refs:
-            ref = history.ref_for_name(self.refs, short)
-            if ref == HEAD:
-                ref = self.refs.symbolic_target(HEAD)
-            if ref is None:
-                raise BadRevision(f"no such branch, tag, checkpoint or inference set: {short}")
-            named.append(ref)
-        if named:
-            return named
-        branch = self.refs.symbolic_target(HEAD)
-        out = [branch] if branch and self.refs.read(branch) is not None else []
-        return out + [r for prefix in sync.SHARED for r in self.refs.list_refs(prefix)]
+        return sync.push_names(self.refs, refs)
 
     def push(
         self, remote: str, refs: Iterable[str] = (), force: bool = False, progress: Meter = no_meter
@@ -498,13 +486,8 @@ class Repo:
         name = remote or settings.lazy_media_remote(self.config)
         if name is None:
             raise DsvcError("no remote to fetch media from (this repository was not cloned without media)")
-        prefixes = [self.relative(p) for p in paths]
         files = self.roots_of(self.rev_parse(rev, commit=True))["files"]
-        blobs = [
-            FileEntry.from_bytes(value).blob
-            for key, value in tree.items(self.store, files)
-            if not prefixes or any(_under(key.decode(), p) for p in prefixes)
-        ]
+        blobs = sync.blobs_under(self.store, files, [self.relative(p) for p in paths])
         with self.lock():
             return self.fetch_media_blobs(name, blobs, progress)
 
@@ -558,7 +541,3 @@ class Repo:
                 self.index.update(staged=empty_roots())
             self.refs.add_if_new(branch, tracking[start], f"clone: from {url}")
             self.refs.set_symbolic(HEAD, branch, "clone")
-
-
-def _under(path: str, prefix: str) -> bool:
-    return not prefix or path == prefix or path.startswith(prefix.rstrip("/") + "/")

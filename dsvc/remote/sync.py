@@ -10,13 +10,16 @@ leaves the local repository as it was.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dsvc.errors import NonFastForward, ObjectMissing, RemoteError
+from dsvc import tree
+from dsvc.errors import BadRevision, NonFastForward, ObjectMissing, RemoteError
 from dsvc.hashing import ObjectId
-from dsvc.refs import RefStore
+from dsvc.history import ref_for_name
+from dsvc.objects import FileEntry
+from dsvc.refs import HEAD, RefStore
 from dsvc.remote.backends import Backend, CountingBackend, PreconditionFailed, Stat
 from dsvc.remote.layout import (
     MEDIA_PACK,
@@ -72,6 +75,35 @@ class FetchResult:
     bytes: int = 0
     updated: dict[str, tuple[str | None, str]] = field(default_factory=dict)
     rejected: dict[str, str] = field(default_factory=dict)
+
+
+def push_names(refs: RefStore, names: Iterable[str]) -> list[str]:
+    """The full names of the refs a push sends: those named (short names allowed), else the current
+    branch with every tag, checkpoint and inference set."""
+    named = []
+    for name in names:
+        ref = ref_for_name(refs, name)
+        if ref == HEAD:
+            ref = refs.symbolic_target(HEAD)
+        if ref is None:
+            raise BadRevision(f"no such branch, tag, checkpoint or inference set: {name}")
+        named.append(ref)
+    if named:
+        return named
+    branch = refs.symbolic_target(HEAD)
+    current = [branch] if branch and refs.read(branch) is not None else []
+    return current + [r for prefix in SHARED for r in refs.list_refs(prefix)]
+
+
+def blobs_under(store: ObjectStore, files: ObjectId, prefixes: Sequence[str]) -> list[ObjectId]:
+    """The blobs of a `files` map under some folders or files (all with none, or with "")."""
+
+    def wanted(path: str) -> bool:
+        return not prefixes or any(
+            not p or path == p or path.startswith(p.rstrip("/") + "/") for p in prefixes
+        )
+
+    return [FileEntry.from_bytes(v).blob for k, v in tree.items(store, files) if wanted(k.decode())]
 
 
 def _hex(oid: ObjectId | None) -> str | None:
