@@ -66,6 +66,12 @@ def shared_repo(url: str, root: Path, **kwargs: Any) -> Repo:
     return repo
 
 
+def two_clients(remote_url: tuple[str, dict[str, str]], tmp_path: Path) -> tuple[Repo, Repo]:
+    """A repository pushed to the remote, and a clone of it."""
+    url, env = remote_url
+    return shared_repo(url, tmp_path / "a", env=env), Repo.clone(url, tmp_path / "b", env=env)[0]
+
+
 def relabel(repo: Repo, fraction: float, add: int, seed: int, name: str) -> None:
     datagen.mutate(repo.root, relabel=fraction, add=add, seed=seed)
     repo.add()
@@ -169,9 +175,7 @@ def test_racing_pushes_have_one_winner(s3_remote: tuple[str, dict[str, str]], tm
 
 
 def test_non_fast_forward_and_force(remote_url: tuple[str, dict[str, str]], tmp_path: Path) -> None:
-    url, env = remote_url
-    a = shared_repo(url, tmp_path / "a", env=env)
-    b, _ = Repo.clone(url, tmp_path / "b", env=env)
+    a, b = two_clients(remote_url, tmp_path)
     relabel(a, 0.1, 0, 4, "from-a")
     a.push("origin", ["main"])
     relabel(b, 0.1, 0, 5, "from-b")
@@ -413,9 +417,7 @@ def test_a_remote_whose_refs_reach_missing_objects_is_refused(
 def test_fetch_brings_checkpoints_and_reports_diverged_ones(
     remote_url: tuple[str, dict[str, str]], tmp_path: Path
 ) -> None:
-    url, env = remote_url
-    a = shared_repo(url, tmp_path / "a", env=env)
-    b, _ = Repo.clone(url, tmp_path / "b", env=env)
+    a, b = two_clients(remote_url, tmp_path)
     a.checkpoint_edit("v0", WHO, description="edited in a")
     relabel(a, 0.1, 0, 8, "v1")
     a.push("origin")
@@ -431,9 +433,7 @@ def test_fetch_brings_checkpoints_and_reports_diverged_ones(
 def test_a_push_does_not_make_a_fetch_skip_what_others_pushed(
     remote_url: tuple[str, dict[str, str]], tmp_path: Path
 ) -> None:
-    url, env = remote_url
-    a = shared_repo(url, tmp_path / "a", env=env)
-    b, _ = Repo.clone(url, tmp_path / "b", env=env)
+    a, b = two_clients(remote_url, tmp_path)
     relabel(b, 0.1, 3, 9, "from-b")
     b.push("origin", ["main", "from-b"])
     a.checkpoint_edit("v0", WHO, description="a pushes while b's packs are new to it")
