@@ -58,6 +58,15 @@ demo: $(STAMP)
 	  print('v0 annotations restored exactly:', same)" \
 	  $(DEMO)/v0-instances.json $(DEMO)/cars/annotations/instances.json
 	cd $(DEMO)/cars && $(DSVC) checkout main && $(DSVC) fsck
+	@echo "== share: push to a folder remote, clone it elsewhere, check out v0 there"
+	cd $(DEMO)/cars && $(DSVC) remote add origin ../remote && $(DSVC) push origin
+	$(DSVC) clone $(DEMO)/remote $(DEMO)/teammate
+	cd $(DEMO)/teammate && $(DSVC) checkpoint list && $(DSVC) checkout v0 && $(DSVC) status && $(DSVC) fsck
+	$(PY) -c "import json,sys; a,b=(json.load(open(p)) for p in sys.argv[1:]); \
+	  key=lambda x: json.dumps(x, sort_keys=True); \
+	  same=all(sorted(map(key,a[k]))==sorted(map(key,b[k])) for k in ('images','categories','annotations')); \
+	  print('v0 annotations in the clone:', same)" \
+	  $(DEMO)/v0-instances.json $(DEMO)/teammate/annotations/instances.json
 
 bench: $(BENCH_STAMP)
 	$(PY) -m benchmarks.tree --sizes 100000,1000000 --edits 1000
@@ -65,6 +74,7 @@ bench: $(BENCH_STAMP)
 	$(PY) -m benchmarks.workdir
 	$(PY) -m benchmarks.metrics
 	$(PY) -m benchmarks.diff
+	$(PY) -m benchmarks.remote
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check dsvc tests benchmarks

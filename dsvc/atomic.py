@@ -41,13 +41,14 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def write_file(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Atomically replace path with data."""
+def write_file(path: Path, data: bytes, mode: int = 0o644, durable: bool = True) -> None:
+    """Atomically replace path with data; durable (fsynced, with its folder) unless asked not to."""
     tmp = temp_name(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         write_all(fd, data)
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     except OSError as exc:
         os.close(fd)
         tmp.unlink(missing_ok=True)
@@ -58,7 +59,8 @@ def write_file(path: Path, data: bytes, mode: int = 0o644) -> None:
         raise
     os.close(fd)
     os.replace(tmp, path)
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
 def start_writeback(fd: int, offset: int, length: int) -> None:

@@ -57,7 +57,7 @@ COLUMN_VALUES: dict[str, Callable[[bytes], Iterator[tuple[str, ObjectId]]]] = {
 }
 
 
-def _children(obj: StoredObject, column: str | None) -> Iterator[tuple[str, ObjectId, str | None]]:
+def children(obj: StoredObject, column: str | None) -> Iterator[tuple[str, ObjectId, str | None]]:
     """Yield (kind, id, column) for everything an object refers to."""
     if isinstance(obj, Commit):
         for parent in obj.parents:
@@ -88,8 +88,9 @@ def _children(obj: StoredObject, column: str | None) -> Iterator[tuple[str, Obje
                 yield "blob", media.blob, None
 
 
-def fsck(store: ObjectStore, refs: RefStore) -> FsckReport:
-    """Verify the whole repository; the report lists every problem found."""
+def fsck(store: ObjectStore, refs: RefStore, media: bool = True) -> FsckReport:
+    """Verify the whole repository; the report lists every problem found. Without media (a clone that
+    fetches media on demand) a blob not here is expected, not a problem."""
     report = FsckReport()
     for oid, message in store.verify():
         report.problems.append(Problem(oid.hex(), message))
@@ -116,7 +117,7 @@ def fsck(store: ObjectStore, refs: RefStore) -> FsckReport:
         if oid.hex() in bad:
             continue
         if kind == "blob":
-            if not store.has_blob(oid):
+            if media and not store.has_blob(oid):
                 report.problems.append(Problem(oid.hex(), f"missing blob (reachable from {origin})"))
             continue
         try:
@@ -127,7 +128,7 @@ def fsck(store: ObjectStore, refs: RefStore) -> FsckReport:
         except CorruptObject as exc:
             report.problems.append(Problem(oid.hex(), str(exc)))
             continue
-        for child_kind, child, child_column in _children(obj, column):
+        for child_kind, child, child_column in children(obj, column):
             stack.append((child_kind, child, child_column, origin))
     report.reachable = len(seen)
     return report

@@ -24,8 +24,10 @@ from dsvc.history import load_any, resolve, resolve_commit
 from dsvc.lock import WriterLock
 from dsvc.objects import Checkpoint, Commit, Frame, Labels, Signature, Source, StoredObject
 from dsvc.refs import HEAD, RefStore, check_ref_name
+from dsvc.remote import settings
 from dsvc.repo_diff import Diffs
 from dsvc.repo_metrics import Metrics
+from dsvc.repo_remote import DEFAULT_BRANCH, DSVC_DIR, RemoteMixin
 from dsvc.store import DiskObjectStore
 from dsvc.workdir.checkout import CheckoutResult, checkout
 from dsvc.workdir.index import Index
@@ -40,8 +42,6 @@ from dsvc.workdir.stage import (
 )
 from dsvc.workdir.status import Changes, compare_roots, worktree_changes
 
-DSVC_DIR = ".dsvc"
-DEFAULT_BRANCH = "main"
 REF_FOLDERS = ("refs/heads", "refs/tags", "refs/checkpoints", "refs/inferences", "logs")
 
 
@@ -78,11 +78,13 @@ class CatResult:
     blob: bytes | None
 
 
-class Repo:
+class Repo(RemoteMixin):
     """An open repository: its working tree, object store, refs and config."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, env: Mapping[str, str] = {}) -> None:
+        """`env`: settings of remote stores (credentials, endpoint), as the CLI read them."""
         self.root = root
+        self.env = dict(env)
         self.dsvc_dir = root / DSVC_DIR
         if not (self.dsvc_dir / "config").is_file():
             raise NotARepository(f"not a dsvc repository: {root} (run 'dsvc init')")
@@ -107,12 +109,12 @@ class Repo:
         return cls(path), True
 
     @classmethod
-    def discover(cls, start: Path) -> Repo:
+    def discover(cls, start: Path, env: Mapping[str, str] = {}) -> Repo:
         """Open the repository that contains start (it or its nearest ancestor with a `.dsvc`)."""
         start = start.resolve()
         for folder in (start, *start.parents):
             if (folder / DSVC_DIR / "config").is_file():
-                return cls(folder)
+                return cls(folder, env)
         raise NotARepository(f"not a dsvc repository (or any parent up to /): {start}")
 
     def lock(self) -> WriterLock:
@@ -146,7 +148,7 @@ class Repo:
         return resolve_commit(self.store, self.refs, rev) if commit else resolve(self.store, self.refs, rev)
 
     def fsck(self) -> FsckReport:
-        return fsck(self.store, self.refs)
+        return fsck(self.store, self.refs, media=settings.lazy_media_remote(self.config) is None)
 
     # -- sources -------------------------------------------------------------------------------------
 
@@ -323,17 +325,7 @@ class Repo:
         with self.lock():
             target_commit = self.rev_parse(rev, commit=True)
             branch = self._checkout_branch(rev, new_branch)
-            current = self.staged_roots()
-            target = self.roots_of(target_commit)
-            dirty = worktree_changes(self.store, self.index, self.root, self.sources(), current)
-            staged_changes = compare_roots(self.store, self.roots_of(self.head_commit()), current)
-            if not force and not staged_changes.empty and current != target:
-                raise DsvcError("staged changes would be lost: commit them, or use --force")
-            result = checkout(self.store, self.root, current, target, dirty, force)
-            self.index.update(
-                stats=result.written, forget=result.removed, staged=target, stamps=result.stamps
-            )
-            self._sync_sources(target)
+            result = self._write_worktree(target_commit, force)
             self._move_head(rev, target_commit, branch, new_branch is not None)
         return result
 
@@ -349,6 +341,21 @@ class Repo:
         except BadRevision:
             return None  # a revision expression (HEAD~1, an id): detached
         return ref if self.refs.read(ref) is not None else None
+
+    def _write_worktree(self, target_commit: ObjectId, force: bool) -> CheckoutResult:
+        """Bring the working tree, the index and the sources to a commit (the caller holds the lock)."""
+        current = self.staged_roots()
+        target = self.roots_of(target_commit)
+        dirty = worktree_changes(self.store, self.index, self.root, self.sources(), current)
+        staged_changes = compare_roots(self.store, self.roots_of(self.head_commit()), current)
+        if not force and not staged_changes.empty and current != target:
+            raise DsvcError("staged changes would be lost: commit them, or use --force")
+        lazy = settings.lazy_media_remote(self.config)
+        fetch = (lambda blobs: self.fetch_media_blobs(lazy, blobs)) if lazy else None
+        result = checkout(self.store, self.root, current, target, dirty, force, fetch)
+        self.index.update(stats=result.written, forget=result.removed, staged=target, stamps=result.stamps)
+        self._sync_sources(target)
+        return result
 
     def _sync_sources(self, roots: Mapping[str, ObjectId]) -> None:
         """Make the config's sources those of the checked-out version."""

@@ -495,10 +495,14 @@ def apply(store: ObjectStore, root: ObjectId, edits: Iterable[tuple[bytes, bytes
 # -- diff ----------------------------------------------------------------------------------------------
 
 
-def diff(store: ObjectStore, a: ObjectId, b: ObjectId) -> Iterator[Change]:
+def diff(
+    store: ObjectStore, a: ObjectId, b: ObjectId, new_node: Callable[[ObjectId], None] | None = None
+) -> Iterator[Change]:
     """Yield the changes from map a to map b in key order, skipping subtrees with equal ids.
 
     Reads O(d log N) nodes for d changes: both sides are expanded only where their heads differ.
+    `new_node` is told the id of every node of b that had to be opened: the nodes b has and a lacks
+    (what a push of b must send to a remote that has a).
     """
     if a == b:
         return
@@ -513,7 +517,9 @@ def diff(store: ObjectStore, a: ObjectId, b: ObjectId) -> Iterator[Change]:
 
     def push(stack: list[tuple[int, bytes, bytes]], node: Node, kept: Iterable[int]) -> None:
         """Replace the node on top of the stack by its items at the given positions (descending)."""
-        stack.pop()
+        _, _, oid = stack.pop()
+        if new_node is not None and stack is right and oid != EMPTY.id:
+            new_node(ObjectId(oid))
         level = node.level - 1 if node.level else -1
         stack.extend((level, node.keys[i], node.values[i]) for i in kept)
 

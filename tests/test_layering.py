@@ -32,6 +32,7 @@ LAYERS: dict[str, int] = {
     "repo": 4,
     "repo_diff": 4,
     "repo_metrics": 4,
+    "repo_remote": 4,
     "cli": 4,
     "__init__": 4,
     "__main__": 4,

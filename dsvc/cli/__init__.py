@@ -67,13 +67,8 @@ def main(ctx: click.Context, directory: Path | None, debug: bool) -> None:
     ctx.meta["cwd"] = directory.resolve() if directory else Path.cwd()
 
 
-from dsvc.cli import diff, metrics, plumbing, versions, workdir  # noqa: E402  (the commands)
+from dsvc.cli import diff, metrics, plumbing, remote, versions, workdir  # noqa: E402  (the commands)
 
-for _command in (
-    *plumbing.COMMANDS,
-    *workdir.COMMANDS,
-    *versions.COMMANDS,
-    *diff.COMMANDS,
-    *metrics.COMMANDS,
-):
-    main.add_command(_command)
+for _module in (plumbing, workdir, versions, diff, metrics, remote):
+    for _command in _module.COMMANDS:
+        main.add_command(_command)

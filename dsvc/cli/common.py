@@ -46,9 +46,18 @@ def reporting(func: F) -> F:
     )(func)
 
 
+STORE_ENV_PREFIXES = ("AWS_", "GOOGLE_", "AZURE_")
+
+
+def store_env() -> dict[str, str]:
+    """The standard object-store settings of the environment (credentials, region, endpoint), lowercased
+    as obstore names them; handed to remotes, never written anywhere."""
+    return {k.lower(): v for k, v in os.environ.items() if k.startswith(STORE_ENV_PREFIXES)}
+
+
 def open_repo(ctx: click.Context) -> Repo:
     """Open the repository the command runs in."""
-    return Repo.discover(cwd(ctx))
+    return Repo.discover(cwd(ctx), store_env())
 
 
 def cwd(ctx: click.Context) -> Path:

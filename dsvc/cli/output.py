@@ -5,8 +5,9 @@ Progress bars (rich) appear only when stderr is a terminal; JSON goes to stdout 
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -55,6 +56,18 @@ class Output:
             for item in items:
                 yield item
                 bar.advance(task)
+
+    @contextlib.contextmanager
+    def meter(self, label: str) -> Iterator[Callable[[int], None]]:
+        """A counter to advance as work is done (objects sent or fetched), shown on a terminal only."""
+        if self.quiet or not sys.stderr.isatty():
+            yield lambda _: None
+            return
+        from rich.progress import Progress
+
+        with Progress(transient=True, console=_stderr_console()) as bar:
+            task = bar.add_task(label, total=None)
+            yield lambda n: bar.advance(task, n)
 
 
 def _stderr_console() -> Any:

@@ -87,11 +87,8 @@ class DiskObjectStore(ObjectStore):
                     return reader, position
         return None
 
-    def get_many(self, oids: list[ObjectId]) -> Iterator[tuple[ObjectId, bytes]]:
-        """Locate all ids with one search per pack, then read them in the order given."""
-        if not oids or self._batch is not None:
-            yield from super().get_many(oids)
-            return
+    def _locate_many(self, oids: list[ObjectId]) -> list[tuple[PackReader, int] | None]:
+        """Where each id is packed (None when not), with one vectorised search per pack."""
         wanted = np.array(oids, dtype=ID_DTYPE)
         where: list[tuple[PackReader, int] | None] = [None] * len(oids)
         missing = np.ones(len(oids), dtype=bool)
@@ -102,10 +99,25 @@ class DiskObjectStore(ObjectStore):
             for i in np.nonzero(missing & (positions >= 0))[0]:
                 where[i] = (reader, int(positions[i]))
             missing &= positions < 0
-        for oid, found in zip(oids, where, strict=True):
+        return where
+
+    def get_many(self, oids: list[ObjectId]) -> Iterator[tuple[ObjectId, bytes]]:
+        """Locate all ids with one search per pack, then read them in the order given."""
+        if not oids or self._batch is not None:
+            yield from super().get_many(oids)
+            return
+        for oid, found in zip(oids, self._locate_many(oids), strict=True):
             if found is None:
                 raise ObjectMissing(f"object {oid.hex()} is not in the store")
             yield oid, self._verified(oid, found[0].read_at(found[1]), blob=False)
+
+    def stored_many(self, oids: list[ObjectId]) -> Iterator[tuple[ObjectId, bytes]]:
+        """Stored bytes of many objects and blobs, located with one search per pack."""
+        if not oids or self._batch is not None:
+            yield from super().stored_many(oids)
+            return
+        for oid, found in zip(oids, self._locate_many(oids), strict=True):
+            yield oid, found[0].read_at(found[1]) if found is not None else self.stored_bytes(oid)
 
     def _read_stored(self, oid: ObjectId) -> bytes | None:
         for _, entries in self._in_flight:

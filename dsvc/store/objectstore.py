@@ -282,6 +282,13 @@ class ObjectStore(ABC):
         """Tell whether a blob (packed or on its own) is stored."""
         return self._stored_header(oid) in codec.BLOB_HEADERS or self._has_loose(oid)
 
+    def has_blobs(self, oids: list[ObjectId]) -> list[bool]:
+        """`has_blob` for many ids: packed ones found with one vectorised lookup, the rest looked for
+        on their own (large blobs)."""
+        return [
+            found or self._has_loose(oid) for oid, found in zip(oids, self.contains_many(oids), strict=True)
+        ]
+
     def read_blob(self, oid: ObjectId) -> bytes:
         """Return a blob's bytes, verified against its id."""
         self.counters.blob_reads += 1
@@ -291,14 +298,15 @@ class ObjectStore(ABC):
             return self._read_loose(oid)
 
     def copy_blob(self, oid: ObjectId, dest: Path) -> None:
-        """Write a blob to dest atomically, verified against its id."""
+        """Write a blob to dest atomically, verified against its id. Not fsynced (as loose copies are
+        not): a working-tree file can always be written again from the store."""
         self.counters.blob_reads += 1
         try:
             data = self._load(oid, blob=True)
         except ObjectMissing:
             self._copy_loose(oid, dest)
             return
-        write_file(dest, data)
+        write_file(dest, data, durable=False)
 
     def get_many(self, oids: list[ObjectId]) -> Iterator[tuple[ObjectId, bytes]]:
         """Yield (id, verified bytes) for many objects, in the order given; one vectorised lookup."""
@@ -311,6 +319,38 @@ class ObjectStore(ABC):
             if stored[0] in codec.BLOB_HEADERS:
                 yield oid
         yield from self._iter_loose()
+
+    # -- stored bytes, for remotes ----------------------------------------------------------------------
+
+    def stored_bytes(self, oid: ObjectId) -> bytes:
+        """An object's or blob's framed bytes as a pack holds them (a loose blob is framed raw), so a push
+        copies what is stored instead of compressing it again."""
+        entry = self._batch.get(oid) if self._batch is not None else None
+        if entry is not None:
+            return (codec.frame_blob if entry[2] else codec.frame)(entry[0], entry[1])
+        stored = self._read_stored(oid)
+        if stored is not None:
+            return bytes(stored)
+        if self._has_loose(oid):
+            return codec.frame_blob(self._read_loose(oid), 0)
+        raise ObjectMissing(f"object {oid.hex()} is not in the store")
+
+    def stored_many(self, oids: list[ObjectId]) -> Iterator[tuple[ObjectId, bytes]]:
+        """`stored_bytes` for many ids, in the order given."""
+        for oid in oids:
+            yield oid, self.stored_bytes(oid)
+
+    def put_stored(self, entries: dict[ObjectId, bytes]) -> int:
+        """Store framed entries that the caller has verified against their ids (a fetch); entries already
+        stored are skipped. Inside a batch they become visible when it ends. Return how many were new."""
+        ids = list(entries)
+        fresh = {
+            oid: entries[oid] for oid, found in zip(ids, self.contains_many(ids), strict=True) if not found
+        }
+        if fresh:
+            self._write_stored(fresh)
+            self.counters.writes += len(fresh)
+        return len(fresh)
 
     # -- verification ----------------------------------------------------------------------------------
 

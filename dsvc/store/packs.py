@@ -43,20 +43,24 @@ class PackIndex:
 
     @classmethod
     def load(cls, path: Path) -> PackIndex:
-        data = path.read_bytes()
-        name = path.stem
+        return cls.parse(path.read_bytes(), path.stem)
+
+    @classmethod
+    def parse(cls, data: bytes, name: str) -> PackIndex:
+        """Parse and check an index file's bytes (a local file, or one a remote sent)."""
+        label = f"{name}.idx"
         if len(data) < INDEX_HEADER.size + 4 * FANOUT + ID_SIZE:
-            raise CorruptObject(f"pack index {path.name} is truncated")
+            raise CorruptObject(f"pack index {label} is truncated")
         magic, version, count = INDEX_HEADER.unpack_from(data)
         if magic != INDEX_MAGIC:
-            raise CorruptObject(f"pack index {path.name} is not a dsvc pack index")
+            raise CorruptObject(f"pack index {label} is not a dsvc pack index")
         if version > PACK_VERSION:
             raise UnsupportedFormat(
-                f"pack index {path.name} has format {version}; this dsvc reads {PACK_VERSION}"
+                f"pack index {label} has format {version}; this dsvc reads {PACK_VERSION}"
             )
         expected = INDEX_HEADER.size + 4 * FANOUT + count * (ID_SIZE + 8 + 4) + ID_SIZE
         if len(data) != expected or hash_bytes(memoryview(data)[:-ID_SIZE]) != data[-ID_SIZE:]:
-            raise CorruptObject(f"pack index {path.name} is damaged (checksum mismatch)")
+            raise CorruptObject(f"pack index {label} is damaged (checksum mismatch)")
         pos = INDEX_HEADER.size
         fanout = np.frombuffer(data, dtype="<u4", count=FANOUT, offset=pos)
         pos += 4 * FANOUT
@@ -186,6 +190,14 @@ def write_pack_data(folder: Path, entries: Iterable[tuple[ObjectId, bytes]]) -> 
     except BaseException:
         pack_tmp.unlink(missing_ok=True)
         raise
+    index, body = build_index(id_list, offset_list, length_list, f"pack-{name_hash.hexdigest()}")
+    return PendingPack(folder, pack_tmp, body, index)
+
+
+def build_index(
+    id_list: list[bytes], offset_list: list[int], length_list: list[int], name: str
+) -> tuple[PackIndex, bytes]:
+    """The index of a pack's entries (ids sorted) and its file body, without the trailing checksum."""
     ids = np.array(id_list, dtype=ID_DTYPE)
     offsets = np.array(offset_list, dtype="<u8")
     lengths = np.array(length_list, dtype="<u4")
@@ -200,8 +212,24 @@ def write_pack_data(folder: Path, entries: Iterable[tuple[ObjectId, bytes]]) -> 
             lengths.tobytes(),
         )
     )
-    index = PackIndex(f"pack-{name_hash.hexdigest()}", ids, offsets, lengths, fanout)
-    return PendingPack(folder, pack_tmp, body, index)
+    return PackIndex(name, ids, offsets, lengths, fanout), body
+
+
+def pack_bytes(entries: list[tuple[ObjectId, bytes]], prefix: str = "pack") -> tuple[str, bytes, bytes]:
+    """Build a whole pack in memory from (id, stored bytes) pairs sorted by id: (name, pack, index file).
+
+    The name is `<prefix>-` and the BLAKE3 of the sorted ids, as for packs written to disk."""
+    name_hash = hasher()
+    offsets, lengths, offset = [], [], PACK_HEADER.size
+    for oid, stored in entries:
+        name_hash.update(oid)
+        offsets.append(offset)
+        lengths.append(len(stored))
+        offset += len(stored)
+    name = f"{prefix}-{name_hash.hexdigest()}"
+    _, body = build_index([oid for oid, _ in entries], offsets, lengths, name)
+    data = b"".join((PACK_HEADER.pack(PACK_MAGIC, PACK_VERSION), *(stored for _, stored in entries)))
+    return name, data, body + hash_bytes(body)
 
 
 def finish_pack(pending: PendingPack) -> str:

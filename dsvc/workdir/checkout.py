@@ -8,7 +8,7 @@ overwrite are refused unless forced. Every path is checked to stay inside the wo
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -75,8 +75,12 @@ def checkout(
     target: Mapping[str, ObjectId],
     dirty: Changes,
     force: bool = False,
+    fetch_blobs: Callable[[list[ObjectId]], object] | None = None,
 ) -> CheckoutResult:
-    """Bring the working tree from current to target; refuse to lose local changes unless forced."""
+    """Bring the working tree from current to target; refuse to lose local changes unless forced.
+
+    `fetch_blobs` is given, once, the blobs to write that the store lacks (a clone without media gets
+    exactly the media of the files it writes)."""
     changes = {c.key: c.new for c in tree.diff(store, current["files"], target["files"])}
     if not force:
         conflicts = _conflicts(store, current, target, dirty, changes)
@@ -89,6 +93,12 @@ def checkout(
     if force:  # also restore tracked files that were changed or deleted locally
         for path in (*dirty.files["modified"], *dirty.files["removed"]):
             changes.setdefault(path.encode(), tree.get(store, target["files"], path.encode()))
+    if fetch_blobs is not None:
+        blobs = [FileEntry.from_bytes(v).blob for v in changes.values() if v is not None]
+        unique = list(dict.fromkeys(blobs))
+        missing = [b for b, here in zip(unique, store.has_blobs(unique), strict=True) if not here]
+        if missing:
+            fetch_blobs(missing)
     for key, value in sorted(changes.items()):
         rel = key.decode()
         dest = safe_path(root, rel)
