@@ -15,6 +15,7 @@ from pathlib import Path
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
 _sync_file_range = getattr(_libc, "sync_file_range", None)
+_syncfs = getattr(_libc, "syncfs", None)
 if _sync_file_range is not None:
     _sync_file_range.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
 SYNC_FILE_RANGE_WRITE = 2
@@ -67,6 +68,17 @@ def start_writeback(fd: int, offset: int, length: int) -> None:
     """Ask the kernel to start writing a just-written range to disk, without waiting (Linux only)."""
     if _sync_file_range is not None:
         _sync_file_range(fd, offset, length, SYNC_FILE_RANGE_WRITE)
+
+
+def sync_filesystem(folder: Path) -> None:
+    """Make everything written on folder's file system durable with one call: after writing many files
+    without an fsync each (a checkout), before recording them as written."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if _syncfs is None or _syncfs(fd) != 0:
+            os.sync()
+    finally:
+        os.close(fd)
 
 
 def fsync_path(path: Path) -> None:

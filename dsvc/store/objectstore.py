@@ -299,7 +299,7 @@ class ObjectStore(ABC):
 
     def copy_blob(self, oid: ObjectId, dest: Path) -> None:
         """Write a blob to dest atomically, verified against its id. Not fsynced (as loose copies are
-        not): a working-tree file can always be written again from the store."""
+        not): a checkout syncs the file system once after writing all its files."""
         self.counters.blob_reads += 1
         try:
             data = self._load(oid, blob=True)

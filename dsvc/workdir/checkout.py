@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from dsvc import tree
-from dsvc.atomic import prune_empty_dirs, write_file
+from dsvc.atomic import prune_empty_dirs, sync_filesystem, write_file
 from dsvc.dataset import iter_frames
 from dsvc.errors import DsvcError, InvalidInput
 from dsvc.formats import get_format
@@ -114,6 +114,8 @@ def checkout(
         os.chmod(dest, entry.mode)
         st = dest.stat()
         result.written.append((rel, st.st_size, st.st_mtime_ns, st.st_ino, entry.blob))
+    if result.written or result.removed:  # files were written without an fsync each: one sync for all
+        sync_filesystem(root)
     _render_sources(store, root, current, target, dirty, force, result)
     return result
 
