@@ -17,7 +17,7 @@ from dsvc.diff import box_iou
 from dsvc.model import BBox
 from dsvc.repo import Repo
 from tests.test_cli_plumbing import assert_one_line_error
-from tests.test_cli_workdir import SOURCE, data, dsvc
+from tests.test_cli_workdir import SOURCE, data, dsvc, new_repository
 
 
 def class_counts(coco_file: Path) -> dict[str, int]:
@@ -41,12 +41,7 @@ class Relabeled:
 
 @pytest.fixture(scope="module")
 def relabeled(tmp_path_factory: pytest.TempPathFactory) -> Relabeled:
-    root = tmp_path_factory.mktemp("diff") / "cars"
-    datagen.generate(root, 80, media_size=200, seed=3)
-    dsvc("init", "-q", cwd=root)
-    dsvc("source", "add", SOURCE, "--format", "coco", "--media", "images", cwd=root)
-    dsvc("add", ".", cwd=root)
-    dsvc("commit", "-m", "v0", cwd=root)
+    root = new_repository(tmp_path_factory.mktemp("diff") / "cars", 80, 200, seed=3)
     dsvc("checkpoint", "create", "v0", cwd=root)
     v0 = root.parent / "v0-instances.json"
     shutil.copy(root / SOURCE, v0)

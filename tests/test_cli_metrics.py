@@ -11,7 +11,7 @@ import pytest
 from benchmarks import datagen
 from dsvc.metrics.params import STAT_NAMES
 from tests.test_cli_plumbing import assert_one_line_error
-from tests.test_cli_workdir import SOURCE, data, dsvc
+from tests.test_cli_workdir import data, dsvc, new_repository
 
 PRED_A = "predictions/model_a.json"
 PRED_B = "predictions/model_b.json"
@@ -22,12 +22,7 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """v0 with model_a imported (evaluated at checkpoint create), then v1 relabeled and curated, with
     model_a and model_b imported on it. Shared by the tests of this module, which change nothing that
     another reads (only new checkpoints, and imports that fail)."""
-    root = tmp_path_factory.mktemp("metrics") / "cars"
-    datagen.generate(root, 80, media_size=64, seed=4)
-    dsvc("init", "-q", cwd=root)
-    dsvc("source", "add", SOURCE, "--format", "coco", "--media", "images", cwd=root)
-    dsvc("add", ".", cwd=root)
-    dsvc("commit", "-m", "v0", cwd=root)
+    root = new_repository(tmp_path_factory.mktemp("metrics") / "cars", 80, 64, seed=4)
     dsvc(
         "infer", "import", "model_a", PRED_A, "--format", "coco", "--model", "yolo-a", "-m", "first", cwd=root
     )

@@ -47,15 +47,22 @@ def coco(path: Path) -> COCO:
         return COCO(str(path))
 
 
+def new_repository(root: Path, frames: int, media_size: int, seed: int, commit: bool = True) -> Path:
+    """Generate a dataset in root and make it a repository with its COCO file as the source; with commit,
+    add everything and commit it as v0."""
+    datagen.generate(root, frames, media_size=media_size, seed=seed)
+    dsvc("init", "-q", cwd=root)
+    dsvc("source", "add", SOURCE, "--format", "coco", "--media", "images", cwd=root)
+    if commit:
+        dsvc("add", ".", cwd=root)
+        dsvc("commit", "-m", "v0", cwd=root)
+    return root
+
+
 @pytest.fixture
 def versioned(tmp_path: Path) -> Path:
     """A generated dataset, versioned as checkpoint v0."""
-    root = tmp_path / "cars"
-    datagen.generate(root, 60, media_size=3000, seed=5)
-    dsvc("init", "-q", cwd=root)
-    dsvc("source", "add", SOURCE, "--format", "coco", "--media", "images", cwd=root)
-    dsvc("add", ".", cwd=root)
-    dsvc("commit", "-m", "v0", cwd=root)
+    root = new_repository(tmp_path / "cars", 60, 3000, seed=5)
     dsvc("checkpoint", "create", "v0", "-m", "initial labels", "--meta", "owner=qa", cwd=root)
     return root
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import datagen
-from tests.test_cli_workdir import SOURCE, data, dsvc
+from tests.test_cli_workdir import SOURCE, data, dsvc, new_repository
 
 
 def limited(limit: int, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -40,11 +40,7 @@ def leftovers(root: Path) -> list[str]:
 
 @pytest.fixture
 def dataset(tmp_path: Path) -> Path:
-    root = tmp_path / "cars"
-    datagen.generate(root, 80, media_size=20_000, seed=9)
-    dsvc("init", "-q", cwd=root)
-    dsvc("source", "add", SOURCE, "--format", "coco", "--media", "images", cwd=root)
-    return root
+    return new_repository(tmp_path / "cars", 80, 20_000, seed=9, commit=False)
 
 
 @pytest.mark.parametrize("limit", [50_000, 400_000])
