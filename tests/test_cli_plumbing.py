@@ -10,7 +10,9 @@ import sys
 from pathlib import Path
 
 import blake3
+import click
 import pytest
+from click.testing import CliRunner
 
 from dsvc import history, tree
 from dsvc.objects import Frame, Media, Signature
@@ -157,3 +159,28 @@ def test_version_and_debug(tmp_path: Path) -> None:
     assert dsvc("--version", cwd=tmp_path).stdout.startswith("dsvc, version ")
     proc = dsvc("--debug", "rev-parse", "HEAD", cwd=tmp_path, ok=None)
     assert proc.returncode == 1 and "Traceback" in proc.stderr and "not a dsvc repository" in proc.stderr
+
+
+def _all_commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every command and subcommand path of the CLI, e.g. ("checkpoint", "create")."""
+    found = []
+    for name, command in sorted(group.commands.items()):
+        found.append((*prefix, name))
+        if isinstance(command, click.Group):
+            found += _all_commands(command, (*prefix, name))
+    return found
+
+
+def test_every_registered_command_has_help_with_examples() -> None:
+    from dsvc.cli import main
+
+    paths = _all_commands(main)
+    assert len(paths) > 30
+    runner = CliRunner()
+    missing = []
+    for path in paths:
+        result = runner.invoke(main, [*path, "--help"])
+        assert result.exit_code == 0, (path, result.output)
+        if "Examples:" not in result.output or f"dsvc {' '.join(path)}" not in result.output:
+            missing.append(" ".join(path))
+    assert missing == []

@@ -53,7 +53,14 @@ def infer() -> None:
     """Inference sets: versioned model predictions (import, list, show, log)."""
 
 
-@infer.command("import")
+@infer.command(
+    "import",
+    epilog="""\b
+Examples:
+  dsvc infer import model_a preds.json --format coco --model yolo-a -m "epoch 30"
+  dsvc infer import model_a runs/labels --format yolo --at v1
+""",
+)
 @click.argument("name")
 @click.argument("file", type=click.Path(exists=True, path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(FORMATS), required=True, help="Predictions format.")
@@ -72,7 +79,7 @@ def infer_import(
     output(ctx).report(inference_json(oid, found), f"imported {name} version {oid.hex()[:12]}")
 
 
-@infer.command("list")
+@infer.command("list", epilog="\b\nExamples:\n  dsvc infer list\n  dsvc infer list --json\n")
 @reporting
 @click.pass_context
 def infer_list(ctx: click.Context) -> None:
@@ -82,7 +89,7 @@ def infer_list(ctx: click.Context) -> None:
     output(ctx).report([inference_json(oid, s) for oid, s in items], "\n".join(lines))
 
 
-@infer.command("show")
+@infer.command("show", epilog="\b\nExamples:\n  dsvc infer show model_a --json\n")
 @click.argument("name")
 @reporting
 @click.pass_context
@@ -97,7 +104,7 @@ def infer_show(ctx: click.Context, name: str) -> None:
     output(ctx).report(data, "\n".join(text))
 
 
-@infer.command("log")
+@infer.command("log", epilog="\b\nExamples:\n  dsvc infer log model_a\n")
 @click.argument("name")
 @reporting
 @click.pass_context

@@ -47,7 +47,14 @@ def remote() -> None:
     """
 
 
-@remote.command("add")
+@remote.command(
+    "add",
+    epilog="""\b
+Examples:
+  dsvc remote add origin /mnt/shared/cars
+  dsvc remote add origin s3://bucket/datasets/cars --endpoint http://127.0.0.1:8333
+""",
+)
 @click.argument("name")
 @click.argument("url")
 @click.option("--endpoint", help="Endpoint of an S3-compatible store (e.g. http://127.0.0.1:8333).")
@@ -61,7 +68,7 @@ def remote_add(ctx: click.Context, name: str, url: str, endpoint: str | None, re
     output(ctx).report({"name": name, "url": url}, f"added remote {name} at {url}")
 
 
-@remote.command("list")
+@remote.command("list", epilog="\b\nExamples:\n  dsvc remote list --json\n")
 @reporting
 @click.pass_context
 def remote_list(ctx: click.Context) -> None:
@@ -73,7 +80,7 @@ def remote_list(ctx: click.Context) -> None:
     )
 
 
-@remote.command("remove")
+@remote.command("remove", epilog="\b\nExamples:\n  dsvc remote remove origin\n")
 @click.argument("name")
 @reporting
 @click.pass_context

@@ -93,7 +93,14 @@ def checkpoint() -> None:
     """Named, annotated versions: create, list, show, edit, archive."""
 
 
-@checkpoint.command("create")
+@checkpoint.command(
+    "create",
+    epilog="""\b
+Examples:
+  dsvc checkpoint create v0 -m "initial labels" --meta provider=acme
+  dsvc checkpoint create v1 main~2
+""",
+)
 @click.argument("name")
 @click.argument("rev", default="HEAD")
 @click.option("-m", "--message", "description", default="", help="What this checkpoint is.")
@@ -113,7 +120,9 @@ def checkpoint_create(
     output(ctx).report({**checkpoint_json(oid, cp), "evaluations": evaluations}, "\n".join(text))
 
 
-@checkpoint.command("list")
+@checkpoint.command(
+    "list", epilog="\b\nExamples:\n  dsvc checkpoint list\n  dsvc checkpoint list --all --json\n"
+)
 @click.option("--all", "show_all", is_flag=True, help="Include archived checkpoints.")
 @reporting
 @click.pass_context
@@ -127,7 +136,7 @@ def checkpoint_list(ctx: click.Context, show_all: bool) -> None:
     output(ctx).report([checkpoint_json(oid, cp) for oid, cp in items], "\n".join(lines))
 
 
-@checkpoint.command("show")
+@checkpoint.command("show", epilog="\b\nExamples:\n  dsvc checkpoint show v0 --json\n")
 @click.argument("name")
 @reporting
 @click.pass_context
@@ -159,7 +168,13 @@ def checkpoint_show(ctx: click.Context, name: str) -> None:
     output(ctx).report(data, "\n".join(text))
 
 
-@checkpoint.command("edit")
+@checkpoint.command(
+    "edit",
+    epilog="""\b
+Examples:
+  dsvc checkpoint edit v0 -m "initial labels, night frames fixed" --meta reviewed=yes
+""",
+)
 @click.argument("name")
 @click.option("-m", "--message", "description", help="A new description.")
 @click.option("--meta", multiple=True, help="Set metadata KEY=VALUE (repeatable).")

@@ -33,7 +33,14 @@ def source() -> None:
     """Register the annotation files whose frames and labels dsvc versions."""
 
 
-@source.command("add")
+@source.command(
+    "add",
+    epilog="""\b
+Examples:
+  dsvc source add annotations/instances.json --format coco --media images
+  dsvc source add labels/frames.jsonl
+""",
+)
 @click.argument("path")
 @click.option("--format", "fmt", help="coco, yolo or jsonl (detected when unambiguous).")
 @click.option("--media", default="", help="Folder the source's media paths are relative to.")
@@ -48,7 +55,7 @@ def source_add(ctx: click.Context, path: str, fmt: str | None, media: str) -> No
     )
 
 
-@source.command("list")
+@source.command("list", epilog="\b\nExamples:\n  dsvc source list --json\n")
 @reporting
 @click.pass_context
 def source_list(ctx: click.Context) -> None:
@@ -59,7 +66,7 @@ def source_list(ctx: click.Context) -> None:
     )
 
 
-@source.command("remove")
+@source.command("remove", epilog="\b\nExamples:\n  dsvc source remove annotations/instances.json\n")
 @click.argument("path")
 @reporting
 @click.pass_context
