@@ -317,7 +317,13 @@ class Repo(RemoteMixin):
                 return
 
     @bulk
-    def checkout(self, rev: str, force: bool = False, new_branch: str | None = None) -> CheckoutResult:
+    def checkout(
+        self,
+        rev: str,
+        force: bool = False,
+        new_branch: str | None = None,
+        progress: Progress = no_progress,
+    ) -> CheckoutResult:
         """Make the working tree match rev and move HEAD: to the branch rev names, else detached.
 
         Everything that can refuse (the revision, the new branch's name, local changes) is checked before
@@ -325,7 +331,7 @@ class Repo(RemoteMixin):
         with self.lock():
             target_commit = self.rev_parse(rev, commit=True)
             branch = self._checkout_branch(rev, new_branch)
-            result = self._write_worktree(target_commit, force)
+            result = self._write_worktree(target_commit, force, progress)
             self._move_head(rev, target_commit, branch, new_branch is not None)
         return result
 
@@ -342,7 +348,9 @@ class Repo(RemoteMixin):
             return None  # a revision expression (HEAD~1, an id): detached
         return ref if self.refs.read(ref) is not None else None
 
-    def _write_worktree(self, target_commit: ObjectId, force: bool) -> CheckoutResult:
+    def _write_worktree(
+        self, target_commit: ObjectId, force: bool, progress: Progress = no_progress
+    ) -> CheckoutResult:
         """Bring the working tree, the index and the sources to a commit (the caller holds the lock)."""
         current = self.staged_roots()
         target = self.roots_of(target_commit)
@@ -352,7 +360,7 @@ class Repo(RemoteMixin):
             raise DsvcError("staged changes would be lost: commit them, or use --force")
         lazy = settings.lazy_media_remote(self.config)
         fetch = (lambda blobs: self.fetch_media_blobs(lazy, blobs)) if lazy else None
-        result = checkout(self.store, self.root, current, target, dirty, force, fetch)
+        result = checkout(self.store, self.root, current, target, dirty, force, fetch, progress)
         self.index.update(stats=result.written, forget=result.removed, staged=target, stamps=result.stamps)
         self._sync_sources(target)
         return result

@@ -19,7 +19,7 @@ from dsvc.remote.sync import FetchResult, PushResult
 from dsvc.remote.transfer import Meter, no_meter
 from dsvc.remote.walk import descends
 from dsvc.store import DiskObjectStore
-from dsvc.workdir.stage import empty_roots
+from dsvc.workdir.stage import Progress, empty_roots, no_progress
 
 if TYPE_CHECKING:
     from dsvc.lock import WriterLock
@@ -50,7 +50,9 @@ class RemoteMixin:
         def relative(self, path: str) -> str: ...
         def rev_parse(self, rev: str, commit: bool = False) -> ObjectId: ...
         def roots_of(self, commit: ObjectId | None) -> dict[str, ObjectId]: ...
-        def _write_worktree(self, target_commit: ObjectId, force: bool) -> CheckoutResult: ...
+        def _write_worktree(
+            self, target_commit: ObjectId, force: bool, progress: Progress = no_progress
+        ) -> CheckoutResult: ...
 
     def remotes(self) -> dict[str, settings.RemoteSettings]:
         return settings.remotes(self.config)

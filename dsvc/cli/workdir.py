@@ -272,7 +272,7 @@ Examples:
 def checkout(ctx: click.Context, rev: str, new_branch: str | None, force: bool) -> None:
     """Make the working tree match REV, writing only what differs."""
     repo: Repo = open_repo(ctx)
-    result = repo.checkout(rev, force, new_branch)
+    result = repo.checkout(rev, force, new_branch, output(ctx).progress)
     data = {"written": len(result.written), "removed": len(result.removed), "rendered": result.rendered}
     output(ctx).report(
         data,

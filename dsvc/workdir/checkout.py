@@ -21,7 +21,7 @@ from dsvc.hashing import ObjectId
 from dsvc.objects import FileEntry, Source
 from dsvc.store import ObjectStore
 from dsvc.workdir.scan import DSVC_DIR
-from dsvc.workdir.stage import SourceSpec, owned_paths, source_stamp
+from dsvc.workdir.stage import Progress, SourceSpec, no_progress, owned_paths, source_stamp
 from dsvc.workdir.status import Changes
 
 
@@ -76,6 +76,7 @@ def checkout(
     dirty: Changes,
     force: bool = False,
     fetch_blobs: Callable[[list[ObjectId]], object] | None = None,
+    progress: Progress = no_progress,
 ) -> CheckoutResult:
     """Bring the working tree from current to target; refuse to lose local changes unless forced.
 
@@ -99,7 +100,7 @@ def checkout(
         missing = [b for b, here in zip(unique, store.has_blobs(unique), strict=True) if not here]
         if missing:
             fetch_blobs(missing)
-    for key, value in sorted(changes.items()):
+    for key, value in progress(sorted(changes.items()), len(changes), "writing files"):
         rel = key.decode()
         dest = safe_path(root, rel)
         if value is None:
