@@ -70,10 +70,13 @@ def accumulate(
     order = accumulate_order(cells, image_pos)
     bounds = np.searchsorted(cells.d_cls[order], np.arange(n_classes + 1))
     # (area, threshold, detection) in accumulate order: every slice below is rows of contiguous memory.
-    valid = ~cells.d_ignored[:, :, order]
-    hits = cells.d_matched[:, :, order] & valid
+    # `take` along the last axis of the 2-d view is 3x faster than fancy indexing the 3-d array.
+    rows = (n_a * n_t, len(order))
+    valid = ~np.take(cells.d_ignored.reshape(rows), order, axis=1).reshape(n_a, n_t, -1)
+    hits = np.take(cells.d_matched.reshape(rows), order, axis=1).reshape(n_a, n_t, -1)
+    hits &= valid
     rank = cells.d_rank[order]
-    largest = max(params.max_dets)
+    largest = max(params.max_dets)  # cells hold at most this many detections: no cut needed
     for k in range(n_classes):
         span = slice(bounds[k], bounds[k + 1])
         for a in range(n_a):
@@ -81,41 +84,48 @@ def accumulate(
             if not count:
                 continue
             k_hits, k_valid = hits[a, :, span], valid[a, :, span]
+            hit_t, hit_at = np.nonzero(k_hits)
+            hit_rank = rank[span][hit_at]
             for m, max_det in enumerate(sorted(params.max_dets)):
-                if max_det != largest and not every_max_dets:
+                if max_det == largest:
+                    q, final = _curves(hit_t, hit_at, k_valid, count, params.recalls)
+                elif every_max_dets:
                     kept = rank[span] < max_det
-                    recall[:, k, a, m] = np.count_nonzero(k_hits & kept, axis=1) / count
+                    q, final = _curves(*np.nonzero(k_hits[:, kept]), k_valid[:, kept], count, params.recalls)
+                else:
+                    recall[:, k, a, m] = np.bincount(hit_t[hit_rank < max_det], minlength=n_t) / count
                     continue
-                # Detections ignored at every threshold repeat their predecessor's values: left out.
-                live = k_valid.any(axis=0) & (rank[span] < max_det)
-                q, final = _curves(k_hits[:, live], k_valid[:, live], count, params.recalls)
                 precision[:, :, k, a, m] = q
                 recall[:, k, a, m] = final
     return Accumulated(precision, recall)
 
 
 def _curves(
-    hits: np.ndarray, valid: np.ndarray, npig: int, recalls: np.ndarray
+    hit_t: np.ndarray, hit_at: np.ndarray, valid: np.ndarray, npig: int, recalls: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Interpolated precision at the recall thresholds and final recall per IoU threshold (row), for one
-    class and area range's detections (columns in accumulate order; hits: matched and not ignored;
-    valid: not ignored), with pycocotools' float operations on the same integer counts: precision
-    tp / (tp + fp + eps), its running maximum from the right, read where `searchsorted(rc, recThrs,
-    side="left")` lands (0 past the end). Recall tp / npig is monotone in tp, so that place is where tp
-    first reaches the least count whose recall reaches the threshold: found on the integer counts."""
-    n_rows, nd = hits.shape
+    class and area range's detections (columns in accumulate order; hits at (hit_t, hit_at), row-major:
+    matched and not ignored; valid: not ignored), with pycocotools' float operations on the same integer
+    counts: precision tp / (tp + fp + eps), its running maximum from the right, read where
+    `searchsorted(rc, recThrs, side="left")` lands (0 past the end).
+
+    Only hits matter: precision falls at every other detection, so the running maximum from any place
+    is the maximum over the hits from there on, and recall tp / npig is monotone in tp, so the place
+    read for a threshold is the hit where tp first reaches the least count whose recall reaches it (the
+    first hit for a threshold of 0). At the m-th hit of a row tp is m and tp + fp the valid detections
+    up to it, so precision is computed at the hits alone."""
+    n_rows = valid.shape[0]
     q = np.zeros((n_rows, len(recalls)))
-    if nd == 0:
-        return q, np.zeros(n_rows)
-    tp = np.cumsum(hits, axis=1, dtype=np.int32)
     seen = np.cumsum(valid, axis=1, dtype=np.int32)  # tp + fp
-    envelope = np.maximum.accumulate((tp / (seen + np.spacing(1)))[:, ::-1], axis=1)[:, ::-1]
-    need = np.searchsorted(np.arange(npig + 1) / npig, recalls, side="left")
+    starts = np.searchsorted(hit_t, np.arange(n_rows + 1))
+    tp = np.arange(1, len(hit_t) + 1) - starts[hit_t]
+    value = tp / (seen[hit_t, hit_at] + np.spacing(1))
+    need = np.maximum(np.searchsorted(np.arange(npig + 1) / npig, recalls, side="left"), 1)
     for j in range(n_rows):
-        at = np.searchsorted(tp[j], need, side="left")
-        inside = at < nd
-        q[j, inside] = envelope[j, at[inside]]
-    return q, tp[:, -1] / npig
+        envelope = np.maximum.accumulate(value[starts[j] : starts[j + 1]][::-1])[::-1]
+        inside = need <= len(envelope)
+        q[j, inside] = envelope[need[inside] - 1]
+    return q, np.diff(starts) / npig
 
 
 def _mean(values: np.ndarray) -> float:
