@@ -77,55 +77,74 @@ def accumulate(
     hits &= valid
     rank = cells.d_rank[order]
     largest = max(params.max_dets)  # cells hold at most this many detections: no cut needed
-    for k in range(n_classes):
-        span = slice(bounds[k], bounds[k + 1])
-        for a in range(n_a):
-            count = int(npig[k, a])
-            if not count:
-                continue
-            k_hits, k_valid = hits[a, :, span], valid[a, :, span]
-            hit_t, hit_at = np.nonzero(k_hits)
-            hit_rank = rank[span][hit_at]
-            for m, max_det in enumerate(sorted(params.max_dets)):
-                if max_det == largest:
-                    q, final = _curves(hit_t, hit_at, k_valid, count, params.recalls)
-                elif every_max_dets:
-                    kept = rank[span] < max_det
-                    q, final = _curves(*np.nonzero(k_hits[:, kept]), k_valid[:, kept], count, params.recalls)
-                else:
-                    recall[:, k, a, m] = np.bincount(hit_t[hit_rank < max_det], minlength=n_t) / count
-                    continue
-                precision[:, :, k, a, m] = q
-                recall[:, k, a, m] = final
+    counted = npig > 0
+    for a in range(n_a):
+        flat, at = _hits(hits[a], bounds)
+        hit_rank = rank[flat % len(order)]
+        for m, max_det in enumerate(sorted(params.max_dets)):
+            k = counted[:, a]
+            if max_det == largest:
+                found = np.diff(at, axis=1)
+                precision[:, :, k, a, m] = _curves(flat, at, valid[a], bounds, npig[:, a], params.recalls)[
+                    :, :, k
+                ]
+            elif every_max_dets:
+                kept = rank < max_det
+                kept_flat, kept_at = _hits(hits[a] & kept, bounds)
+                found = np.diff(kept_at, axis=1)
+                q = _curves(kept_flat, kept_at, valid[a] & kept, bounds, npig[:, a], params.recalls)
+                precision[:, :, k, a, m] = q[:, :, k]
+            else:  # recall only: how many of the hits are within the cut
+                within = np.r_[0, np.cumsum(hit_rank < max_det)]
+                found = within[at[:, 1:]] - within[at[:, :-1]]
+            recall[:, k, a, m] = found[:, k] / npig[k, a]
     return Accumulated(precision, recall)
 
 
-def _curves(
-    hit_t: np.ndarray, hit_at: np.ndarray, valid: np.ndarray, npig: int, recalls: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Interpolated precision at the recall thresholds and final recall per IoU threshold (row), for one
-    class and area range's detections (columns in accumulate order; hits at (hit_t, hit_at), row-major:
-    matched and not ignored; valid: not ignored), with pycocotools' float operations on the same integer
-    counts: precision tp / (tp + fp + eps), its running maximum from the right, read where
-    `searchsorted(rc, recThrs, side="left")` lands (0 past the end).
+def _hits(hits: np.ndarray, bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every hit of a (threshold, detection) array as its flat index (row-major), and where each class's
+    hits begin in each row (`at[t, k]`, with class k's detections from column bounds[k])."""
+    flat = np.flatnonzero(hits)
+    return flat, np.searchsorted(flat, np.arange(len(hits))[:, None] * hits.shape[1] + bounds)
 
-    Only hits matter: precision falls at every other detection, so the running maximum from any place
-    is the maximum over the hits from there on, and recall tp / npig is monotone in tp, so the place
-    read for a threshold is the hit where tp first reaches the least count whose recall reaches it (the
-    first hit for a threshold of 0). At the m-th hit of a row tp is m and tp + fp the valid detections
-    up to it, so precision is computed at the hits alone."""
-    n_rows = valid.shape[0]
-    q = np.zeros((n_rows, len(recalls)))
-    seen = np.cumsum(valid, axis=1, dtype=np.int32)  # tp + fp
-    starts = np.searchsorted(hit_t, np.arange(n_rows + 1))
-    tp = np.arange(1, len(hit_t) + 1) - starts[hit_t]
-    value = tp / (seen[hit_t, hit_at] + np.spacing(1))
-    need = np.maximum(np.searchsorted(np.arange(npig + 1) / npig, recalls, side="left"), 1)
-    for j in range(n_rows):
-        envelope = np.maximum.accumulate(value[starts[j] : starts[j + 1]][::-1])[::-1]
-        inside = need <= len(envelope)
-        q[j, inside] = envelope[need[inside] - 1]
-    return q, np.diff(starts) / npig
+
+def _curves(
+    flat: np.ndarray,
+    at: np.ndarray,
+    valid: np.ndarray,
+    bounds: np.ndarray,
+    npig: np.ndarray,
+    recalls: np.ndarray,
+) -> np.ndarray:
+    """Interpolated precision (threshold, recall threshold, class) for one area range, with pycocotools'
+    float operations on the same integer counts: precision tp / (tp + fp + eps), its running maximum
+    from the right, read where `searchsorted(rc, recThrs, side="left")` lands (0 past the end).
+
+    Detections are columns of valid (not ignored) in accumulate order, class k's from bounds[k]; the
+    hits (matched and not ignored) are the flat indices `flat`, class k's of row t from at[t, k]. Only
+    hits matter: precision falls at every other detection, so the running maximum from any place is
+    the maximum over the hits from there on, and recall tp / npig is monotone in tp, so the place read
+    for a threshold is the hit where tp first reaches the least count whose recall reaches it (the first
+    hit for a threshold of 0). At the m-th hit tp is m and tp + fp the valid detections of the class up
+    to it, so precision is computed at the hits alone."""
+    n_t, n = valid.shape
+    n_k = len(bounds) - 1
+    q = np.zeros((n_t, len(recalls), n_k))
+    if n == 0:
+        return q
+    seen = np.cumsum(valid, axis=1, dtype=np.int32)  # tp + fp, from the first detection of any class
+    before = np.where(bounds[:-1] > 0, seen[:, np.maximum(bounds[:-1] - 1, 0)], 0)
+    seen_at_hit = seen.reshape(-1)[flat]
+    for k in np.flatnonzero(npig > 0).tolist():
+        need = np.maximum(np.searchsorted(np.arange(npig[k] + 1) / npig[k], recalls, side="left"), 1)
+        for t in range(n_t):
+            lo, hi = int(at[t, k]), int(at[t, k + 1])
+            tp = np.arange(1, hi - lo + 1)
+            value = tp / ((seen_at_hit[lo:hi] - before[t, k]) + np.spacing(1))
+            envelope = np.maximum.accumulate(value[::-1])[::-1]
+            inside = need <= hi - lo
+            q[t, inside, k] = envelope[need[inside] - 1]
+    return q
 
 
 def _mean(values: np.ndarray) -> float:
