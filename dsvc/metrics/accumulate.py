@@ -9,7 +9,7 @@ recall and the interpolation use the same float operations in the same order.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -54,33 +54,49 @@ def accumulate_order(cells: Cells, image_pos: np.ndarray) -> np.ndarray:
     return np.argsort(key, kind="stable")
 
 
-def accumulate(
-    cells: Cells, image_pos: np.ndarray, n_classes: int, params: Params, every_max_dets: bool = False
-) -> Accumulated:
+def take_detections(cells: Cells, index: np.ndarray) -> Cells:
+    """The cells with their detections taken at index (ground truth unchanged). `take` along the last
+    axis of the 2-d view of the flags is 3x faster than fancy indexing the 3-d array."""
+    n_a, n_t, n = cells.d_matched.shape
+    return replace(
+        cells,
+        d_frame=cells.d_frame[index],
+        d_cls=cells.d_cls[index],
+        d_score=cells.d_score[index],
+        d_rank=cells.d_rank[index],
+        d_matched=np.take(cells.d_matched.reshape(n_a * n_t, n), index, axis=1).reshape(n_a, n_t, -1),
+        d_ignored=np.take(cells.d_ignored.reshape(n_a * n_t, n), index, axis=1).reshape(n_a, n_t, -1),
+        d_other=cells.d_other[index],
+        d_other_iou=cells.d_other_iou[index],
+    )
+
+
+def sort_detections(cells: Cells, image_pos: np.ndarray) -> Cells:
+    """The cells with their detections in accumulate order (see accumulate_order), the layout accumulate
+    reads and the evaluation state keeps."""
+    return take_detections(cells, accumulate_order(cells, image_pos))
+
+
+def accumulate(cells: Cells, n_classes: int, params: Params, every_max_dets: bool = False) -> Accumulated:
     """Precision at the recall thresholds and final recall for every class, area range and maxDets.
 
-    image_pos gives each frame of the cells (by `d_frame`) its place in image order. The summary reads
-    precision only at the largest maxDets, so the smaller ones get only their recall (a count) unless
+    The detections of cells must be in accumulate order (sort_detections). The summary reads precision
+    only at the largest maxDets, so the smaller ones get only their recall (a count) unless
     every_max_dets asks for the whole of pycocotools' array; the rest stays -1."""
     n_t, n_r = len(params.iou_thresholds), len(params.recall_thresholds)
     n_a, n_m = len(params.area_ranges), len(params.max_dets)
     precision = -np.ones((n_t, n_r, n_classes, n_a, n_m))
     recall = -np.ones((n_t, n_classes, n_a, n_m))
     npig = ground_truth_counts(cells, n_classes)
-    order = accumulate_order(cells, image_pos)
-    bounds = np.searchsorted(cells.d_cls[order], np.arange(n_classes + 1))
-    # (area, threshold, detection) in accumulate order: every slice below is rows of contiguous memory.
-    # `take` along the last axis of the 2-d view is 3x faster than fancy indexing the 3-d array.
-    rows = (n_a * n_t, len(order))
-    valid = ~np.take(cells.d_ignored.reshape(rows), order, axis=1).reshape(n_a, n_t, -1)
-    hits = np.take(cells.d_matched.reshape(rows), order, axis=1).reshape(n_a, n_t, -1)
-    hits &= valid
-    rank = cells.d_rank[order]
+    bounds = np.searchsorted(cells.d_cls, np.arange(n_classes + 1))
+    valid = ~cells.d_ignored
+    hits = cells.d_matched & valid
+    rank = cells.d_rank
     largest = max(params.max_dets)  # cells hold at most this many detections: no cut needed
     counted = npig > 0
     for a in range(n_a):
         flat, at = _hits(hits[a], bounds)
-        hit_rank = rank[flat % len(order)]
+        hit_rank = rank[flat % len(rank)]
         for m, max_det in enumerate(sorted(params.max_dets)):
             k = counted[:, a]
             if max_det == largest:

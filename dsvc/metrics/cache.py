@@ -149,30 +149,55 @@ def make_segment(keys: Sequence[bytes], classes: Sequence[str], cells: Cells, fc
     )
 
 
+class StaleSegment(Exception):
+    """A segment indexed by its keys failed its hash when its cells were read (torn by a crash): it is
+    deleted, and the evaluation starts again without it."""
+
+
 class CellCache:
-    """The segments of one parameters digest, indexed by frame key."""
+    """The segments of one parameters digest, indexed by frame key.
+
+    Opening reads only each segment's keys and class names: an evaluation patched from the state of the
+    previous one (see `state`) needs the cells of the changed frames alone, so a segment's cells are read,
+    and its hash checked, the first time they are gathered."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.segments: list[Segment] = []
         self.paths: list[Path] = []
+        self.classes: list[np.ndarray] = []
         self.index: dict[bytes, tuple[int, int]] = {}
+        self._segments: list[Segment | None] = []
         if folder.is_dir():
             for path in sorted(folder.glob("seg-*.npz")):
-                data = path.read_bytes()
-                if not path.stem.endswith(hash_bytes(data).hex()[:24]):
+                try:
+                    with np.load(path, allow_pickle=False) as z:
+                        keys, classes = z["keys"], z["classes"]
+                except (OSError, ValueError, KeyError, zipfile.BadZipFile):
                     path.unlink(missing_ok=True)  # torn by a crash (written without fsync): recompute
                     continue
-                self._attach(decode(data, str(path)), path)
+                self._attach(None, keys, classes, path)
 
-    def _attach(self, seg: Segment, path: Path) -> None:
-        number = len(self.segments)
-        self.segments.append(seg)
+    def _attach(self, seg: Segment | None, keys: np.ndarray, classes: np.ndarray, path: Path) -> None:
+        number = len(self.paths)
+        self._segments.append(seg)
         self.paths.append(path)
-        data = seg.keys.tobytes()
+        self.classes.append(classes)
+        data = keys.tobytes()
         self.index.update(
-            (data[row * KEY_SIZE : (row + 1) * KEY_SIZE], (number, row)) for row in range(len(seg.keys))
+            (data[row * KEY_SIZE : (row + 1) * KEY_SIZE], (number, row)) for row in range(len(keys))
         )
+
+    def segment(self, number: int) -> Segment:
+        """The cells of a segment, read and checked against its hash on first use."""
+        seg = self._segments[number]
+        if seg is None:
+            path = self.paths[number]
+            data = path.read_bytes()
+            if not path.stem.endswith(hash_bytes(data).hex()[:24]):
+                path.unlink(missing_ok=True)
+                raise StaleSegment(str(path))
+            seg = self._segments[number] = decode(data, str(path))
+        return seg
 
     def add(self, seg: Segment) -> None:
         """Store a segment durably and index it; merge all segments when there are too many."""
@@ -182,17 +207,17 @@ class CellCache:
         data = encode(seg)
         path = self.folder / f"seg-{hash_bytes(data).hex()[:24]}.npz"
         write_derived(path, data)
-        self._attach(seg, path)
-        if len(self.segments) > MAX_SEGMENTS:
+        self._attach(seg, seg.keys, seg.classes, path)
+        if len(self.paths) > MAX_SEGMENTS:
             self._compact()
 
     def _compact(self) -> None:
         keys = list(self.index)
-        classes = sorted({str(c) for seg in self.segments for c in seg.classes.tolist()})
+        classes = sorted({str(c) for names in self.classes for c in names.tolist()})
         merged = gather(self, keys, classes)
         seg = make_segment(keys, classes, merged.cells, merged.frame_classes)
         old = list(self.paths)
-        self.segments, self.paths, self.index = [], [], {}
+        self.paths, self.classes, self.index, self._segments = [], [], {}, []
         self.add(seg)
         for path in old:
             if path not in self.paths:
@@ -214,10 +239,11 @@ def gather(cache: CellCache, keys: Sequence[bytes], classes: Sequence[str]) -> G
     parts: list[tuple[np.ndarray, ...]] = []
     g_offset = 0
     n_a, n_t = 0, 0
-    for number, seg in enumerate(cache.segments):
+    for number in range(len(cache.paths)):
         positions = np.flatnonzero(where[:, 0] == number)
         if len(positions) == 0:
             continue
+        seg = cache.segment(number)
         rows = where[positions, 1]
         lookup = np.array([code[str(c)] for c in seg.classes.tolist()] + [-1], dtype=np.int64)
         c = seg.cells

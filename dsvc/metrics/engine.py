@@ -20,11 +20,20 @@ import numpy as np
 from dsvc import tree
 from dsvc.hashing import ID_SIZE, ObjectId
 from dsvc.metrics import accumulate as acc
-from dsvc.metrics.cache import CellCache, FrameClasses, gather, make_segment, write_derived
+from dsvc.metrics.cache import (
+    KEY_SIZE,
+    CellCache,
+    FrameClasses,
+    StaleSegment,
+    gather,
+    make_segment,
+    write_derived,
+)
 from dsvc.metrics.columns import NONE, columns, read_annotations
 from dsvc.metrics.inference import catalog
 from dsvc.metrics.match import Cells, match
 from dsvc.metrics.params import Params
+from dsvc.metrics.state import State, load_state, patch, save_state, state_path
 from dsvc.metrics.thresholds import ClassificationView, ThresholdView, classification_view, detection_view
 from dsvc.store import ObjectStore
 
@@ -56,23 +65,26 @@ class Evaluation:
 
 @dataclass(frozen=True)
 class ImageOrder:
-    """Frame ids of a version (key order), each frame's position in image order, the declared classes."""
+    """Frame ids of a version (key order), each frame's position in image order, the declared classes;
+    ident names the frames and sources roots they come from."""
 
     frames: tuple[str, ...]
     position: np.ndarray
     classes: tuple[str, ...]
+    ident: str
 
 
 def image_order(store: ObjectStore, roots: Mapping[str, ObjectId], cache_root: Path) -> ImageOrder:
     """The image order of a version, cached under its frames and sources roots."""
-    path = cache_root / f"order-{roots['frames'].hex()[:32]}-{roots['sources'].hex()[:16]}.npz"
+    ident = f"{roots['frames'].hex()[:32]}-{roots['sources'].hex()[:16]}"
+    path = cache_root / f"order-{ident}.npz"
     try:
         with np.load(path, allow_pickle=False) as z:
-            return ImageOrder(tuple(z["frames"].tolist()), z["position"], tuple(z["classes"].tolist()))
+            return ImageOrder(tuple(z["frames"].tolist()), z["position"], tuple(z["classes"].tolist()), ident)
     except (OSError, ValueError, KeyError, zipfile.BadZipFile):
         pass  # not computed yet, or torn by a crash: compute it (again)
     cat = catalog(store, roots)
-    order = ImageOrder(cat.frames, np.array(cat.order, dtype=np.int64), cat.classes)
+    order = ImageOrder(cat.frames, np.array(cat.order, dtype=np.int64), cat.classes, ident)
     out = io.BytesIO()
     np.savez(
         out,
@@ -147,6 +159,23 @@ def evaluate(
     only: Collection[str] | None = None,
 ) -> Evaluation:
     """Evaluate a predictions map against a version (restricted to the frames in `only` when given)."""
+    while True:
+        try:
+            return _evaluate(store, cache_root, roots, predictions_root, params, iou, conf, only)
+        except StaleSegment:
+            continue  # a segment torn by a crash was deleted: its frames are matched again
+
+
+def _evaluate(
+    store: ObjectStore,
+    cache_root: Path,
+    roots: Mapping[str, ObjectId],
+    predictions_root: ObjectId,
+    params: Params,
+    iou: float,
+    conf: float,
+    only: Collection[str] | None,
+) -> Evaluation:
     t = params.iou_index(iou)
     order = image_order(store, roots, cache_root)
     chosen = np.arange(len(order.frames))
@@ -160,12 +189,17 @@ def evaluate(
     compute_cells(store, missing, params, cache)
     fresh = set(missing)
     recomputed = sum(1 for k in keys if k in fresh)
-    names = sorted({str(c) for seg in cache.segments for c in seg.classes.tolist()} - set(order.classes))
-    every = [*order.classes, *names]
-    got = gather(cache, keys, every)
-    classes, cells, fc = _used_classes(got.cells, got.frame_classes, every, len(order.classes))
+    names = sorted({str(c) for found in cache.classes for c in found.tolist()} - set(order.classes))
+    every = (*order.classes, *names)
+    if only is None:
+        state = _state(cache, keys, every, order, state_path(cache.folder, predictions_root))
+        cells, fc = state.cells, state.frame_classes
+    else:
+        got = gather(cache, keys, every)
+        cells, fc = acc.sort_detections(got.cells, order.position[chosen]), got.frame_classes
+    classes, cells, fc = _used_classes(cells, fc, list(every), len(order.classes))
     k = len(classes)
-    result = acc.accumulate(cells, order.position[chosen], k, params)
+    result = acc.accumulate(cells, k, params)
     return Evaluation(
         acc.summarize(result, params),
         classes,
@@ -176,6 +210,33 @@ def evaluate(
         params.iou_thresholds[t],
         conf,
     )
+
+
+def _state(
+    cache: CellCache, keys: list[bytes], every: tuple[str, ...], order: ImageOrder, path: Path
+) -> State:
+    """The cells of every frame: the stored state of the last evaluation of these predictions patched
+    where cell keys changed, or (no usable state) all cells gathered and sorted; stored for the next."""
+    key_array = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(-1, KEY_SIZE)
+    last = load_state(path)
+    if (
+        last is not None
+        and last.order == order.ident
+        and last.classes == every
+        and len(last.keys) == len(keys)
+    ):
+        changed = np.flatnonzero((last.keys != key_array).any(axis=1))
+        if len(changed) == 0:
+            return last
+        state = patch(
+            last, key_array, changed, gather(cache, [keys[i] for i in changed], every), order.position
+        )
+    else:
+        got = gather(cache, keys, every)
+        cells = acc.sort_detections(got.cells, order.position)
+        state = State(order.ident, every, key_array, cells, got.frame_classes)
+    save_state(path, state)
+    return state
 
 
 def _used_classes(
