@@ -38,6 +38,9 @@ from dsvc.metrics.thresholds import ClassificationView, ThresholdView, classific
 from dsvc.store import ObjectStore
 
 MATCH_BATCH = 8192  # frames matched at once: bounds the memory of the matching step
+# The stored state is rewritten only when more than this fraction of the frames changed since it was:
+# writing it costs about as much as patching it, and every later evaluation patches it again anyway.
+REWRITE_STATE = 0.05
 
 
 @dataclass(frozen=True)
@@ -215,8 +218,9 @@ def _evaluate(
 def _state(
     cache: CellCache, keys: list[bytes], every: tuple[str, ...], order: ImageOrder, path: Path
 ) -> State:
-    """The cells of every frame: the stored state of the last evaluation of these predictions patched
-    where cell keys changed, or (no usable state) all cells gathered and sorted; stored for the next."""
+    """The cells of every frame: the stored state of these predictions patched where cell keys changed
+    since it was written, or (no usable state) all cells gathered and sorted. Written again when it is
+    new or more than REWRITE_STATE of the frames changed."""
     key_array = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(-1, KEY_SIZE)
     last = load_state(path)
     if (
@@ -231,6 +235,8 @@ def _state(
         state = patch(
             last, key_array, changed, gather(cache, [keys[i] for i in changed], every), order.position
         )
+        if len(changed) <= REWRITE_STATE * len(keys):
+            return state
     else:
         got = gather(cache, keys, every)
         cells = acc.sort_detections(got.cells, order.position)

@@ -18,6 +18,7 @@ key count is ignored and rewritten from a full gather.
 
 from __future__ import annotations
 
+import mmap
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -88,7 +89,8 @@ def save_state(path: Path, state: State) -> None:
 def load_state(path: Path) -> State | None:
     """The state at path, or None when it is absent or unreadable (it is then rebuilt)."""
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as f:
+            data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)  # arrays are views of the mapping
         size = int.from_bytes(data[:8], "little")
         head = orjson.loads(data[8 : 8 + size])
         body = memoryview(data)[8 + size :]
@@ -105,7 +107,7 @@ def load_state(path: Path) -> State | None:
             Cells(*(arrays[f"c.{name}"] for name in CELL_FIELDS)),
             FrameClasses(*(arrays[f"f.{name}"] for name in FRAME_FIELDS)),
         )
-    except (OSError, ValueError, KeyError, TypeError, orjson.JSONDecodeError):
+    except (OSError, ValueError, KeyError, TypeError, orjson.JSONDecodeError):  # empty files cannot be mapped
         return None
 
 
@@ -163,9 +165,18 @@ def patch(
         _order_key(old, d_keep, image_pos, n_rank), _order_key(added, slice(None), image_pos, n_rank)
     )
 
+    # Column j of the result is the kept old column source[j], or the next added one where is_added[j].
+    is_added = np.zeros(int(d_keep.sum()) + len(at), dtype=bool)
+    added_at = at + np.arange(len(at))
+    is_added[added_at] = True
+    source = np.zeros(len(is_added), dtype=np.int64)
+    source[~is_added] = np.flatnonzero(d_keep)
+
     def merged(old_col: np.ndarray, new_col: np.ndarray) -> np.ndarray:
-        axis = old_col.ndim - 1
-        return np.insert(np.compress(d_keep, old_col, axis=axis), at, new_col, axis=axis)
+        rows = old_col.reshape(-1, old_col.shape[-1])
+        out = np.take(rows, source, axis=1)  # near-sequential: a fast take, on the 2-d view for flags
+        out[:, added_at] = new_col.reshape(len(rows), -1)
+        return out.reshape((*old_col.shape[:-1], -1))
 
     def ground(old_col: np.ndarray, new_col: np.ndarray) -> np.ndarray:
         return np.concatenate([old_col[g_keep], new_col])[g_order]
