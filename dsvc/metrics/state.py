@@ -111,15 +111,50 @@ def load_state(path: Path) -> State | None:
         return None
 
 
-def _order_key(cells: Cells, keep: np.ndarray | slice, image_pos: np.ndarray, n_rank: int) -> np.ndarray:
-    """The accumulate order of the detections at keep as one comparable (structured) key per detection:
-    (class, -score, image position, rank)."""
-    cls = cells.d_cls[keep]
-    key = np.empty(len(cls), dtype=[("cls", "<i8"), ("score", "<f8"), ("place", "<i8")])
-    key["cls"] = cls
-    key["score"] = -cells.d_score[keep]
-    key["place"] = image_pos[cells.d_frame[keep]] * n_rank + cells.d_rank[keep]
-    return key
+def _places(old: Cells, added: Cells, image_pos: np.ndarray) -> np.ndarray:
+    """Where each added detection (in accumulate order) goes among the old ones (in accumulate order):
+    the class range by searchsorted on classes, then the run of its score, then, inside a run of equal
+    scores, by (image position, rank). The keys are unique, so no tie is left."""
+    n_rank = int(max(old.d_rank.max(initial=0), added.d_rank.max(initial=0))) + 1
+    lo = np.searchsorted(old.d_cls, added.d_cls, "left")
+    hi = np.searchsorted(old.d_cls, added.d_cls, "right")
+    first = np.empty(len(lo), dtype=np.int64)
+    last = np.empty(len(lo), dtype=np.int64)
+    for k in np.unique(added.d_cls).tolist():
+        sel = np.flatnonzero(added.d_cls == k)
+        start, stop = int(lo[sel[0]]), int(hi[sel[0]])
+        scores = -old.d_score[start:stop]  # ascending within the class
+        first[sel] = start + np.searchsorted(scores, -added.d_score[sel], "left")
+        last[sel] = start + np.searchsorted(scores, -added.d_score[sel], "right")
+    place = first
+    for i in np.flatnonzero(last > first).tolist():  # equal scores: by image position, then rank
+        run = slice(int(first[i]), int(last[i]))
+        ties = image_pos[old.d_frame[run]] * n_rank + old.d_rank[run]
+        mine = image_pos[added.d_frame[i]] * n_rank + added.d_rank[i]
+        place[i] = first[i] + np.searchsorted(ties, mine)
+    return place
+
+
+def _splice(keep: np.ndarray, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For old rows where keep is true and new rows inserted before kept row at[j] (non-decreasing):
+    the old row each result row takes (anything at new rows) and the result rows of the new ones."""
+    added_at = at + np.arange(len(at))
+    source = np.zeros(int(np.count_nonzero(keep)) + len(at), dtype=np.int64)
+    is_added = np.zeros(len(source), dtype=bool)
+    is_added[added_at] = True
+    source[~is_added] = np.flatnonzero(keep)
+    return source, added_at
+
+
+def _merge(
+    old_col: np.ndarray, new_col: np.ndarray, source: np.ndarray, added_at: np.ndarray, axis: int
+) -> np.ndarray:
+    """The spliced column: a near-sequential take of the old rows (a fast one), the new rows written in."""
+    out = np.take(old_col, source, axis=axis)
+    index: list[slice | np.ndarray] = [slice(None)] * old_col.ndim
+    index[axis] = added_at
+    out[tuple(index)] = new_col
+    return out
 
 
 def patch(
@@ -131,17 +166,17 @@ def patch(
     is_changed = np.zeros(len(keys), dtype=bool)
     is_changed[changed] = True
 
-    # Ground truth stays in frame order: kept rows and the changed frames' rows, merged by frame.
-    g_keep = np.flatnonzero(~is_changed[old.g_frame])
-    g_frame = np.concatenate([old.g_frame[g_keep], changed[new.g_frame]])
-    g_order = np.argsort(g_frame, kind="stable")
-    g_place = np.empty(len(g_order), dtype=np.int64)
-    g_place[g_order] = np.arange(len(g_order))
-    old_row = np.full(len(old.g_frame) + 1, -1, dtype=np.int64)  # last: d_other -1 stays -1
-    old_row[g_keep] = g_place[: len(g_keep)]
-    new_row = np.r_[g_place[len(g_keep) :], -1]
+    # Ground truth stays in frame order: the changed frames' rows go where their frame's were.
+    g_keep = ~is_changed[old.g_frame]
+    g_frame = changed[new.g_frame]
+    g_source, g_added_at = _splice(g_keep, np.searchsorted(old.g_frame[g_keep], g_frame))
+    old_row = np.full(len(old.g_frame) + 1, -1, dtype=np.int64)  # the last: d_other -1 stays -1
+    kept_rows = np.ones(len(g_source), dtype=bool)
+    kept_rows[g_added_at] = False
+    old_row[np.flatnonzero(g_keep)] = np.flatnonzero(kept_rows)
+    new_row = np.r_[g_added_at, -1]
 
-    # Detections: the kept ones stay in accumulate order; the changed frames' are sorted and inserted.
+    # Detections stay in accumulate order: the changed frames' are sorted and put in their places.
     d_keep = ~is_changed[old.d_frame]
     added = sort_detections(
         Cells(
@@ -153,33 +188,21 @@ def patch(
             new.d_ignored,
             new_row[new.d_other],
             new.d_other_iou,
-            g_frame[len(g_keep) :],
+            g_frame,
             new.g_cls,
             new.g_ignored,
             new.g_score,
         ),
         image_pos,
     )
-    n_rank = int(max(old.d_rank.max(initial=0), added.d_rank.max(initial=0))) + 1
-    at = np.searchsorted(
-        _order_key(old, d_keep, image_pos, n_rank), _order_key(added, slice(None), image_pos, n_rank)
-    )
-
-    # Column j of the result is the kept old column source[j], or the next added one where is_added[j].
-    is_added = np.zeros(int(d_keep.sum()) + len(at), dtype=bool)
-    added_at = at + np.arange(len(at))
-    is_added[added_at] = True
-    source = np.zeros(len(is_added), dtype=np.int64)
-    source[~is_added] = np.flatnonzero(d_keep)
+    kept_before = np.r_[0, np.cumsum(d_keep)]
+    d_source, d_added_at = _splice(d_keep, kept_before[_places(old, added, image_pos)])
 
     def merged(old_col: np.ndarray, new_col: np.ndarray) -> np.ndarray:
-        rows = old_col.reshape(-1, old_col.shape[-1])
-        out = np.take(rows, source, axis=1)  # near-sequential: a fast take, on the 2-d view for flags
-        out[:, added_at] = new_col.reshape(len(rows), -1)
-        return out.reshape((*old_col.shape[:-1], -1))
+        return _merge(old_col, new_col, d_source, d_added_at, old_col.ndim - 1)
 
     def ground(old_col: np.ndarray, new_col: np.ndarray) -> np.ndarray:
-        return np.concatenate([old_col[g_keep], new_col])[g_order]
+        return _merge(old_col, new_col, g_source, g_added_at, 0)
 
     cells = Cells(
         merged(old.d_frame, added.d_frame),
@@ -190,7 +213,7 @@ def patch(
         merged(old.d_ignored, added.d_ignored),
         merged(old_row[old.d_other], added.d_other),
         merged(old.d_other_iou, added.d_other_iou),
-        g_frame[g_order],
+        ground(old.g_frame, g_frame),
         ground(old.g_cls, new.g_cls),
         ground(old.g_ignored, new.g_ignored),
         ground(old.g_score, new.g_score),
