@@ -113,9 +113,9 @@ def load_state(path: Path) -> State | None:
 
 def _places(old: Cells, added: Cells, image_pos: np.ndarray) -> np.ndarray:
     """Where each added detection (in accumulate order) goes among the old ones (in accumulate order):
-    the class range by searchsorted on classes, then the run of its score, then, inside a run of equal
-    scores, by (image position, rank). The keys are unique, so no tie is left."""
-    n_rank = int(max(old.d_rank.max(initial=0), added.d_rank.max(initial=0))) + 1
+    the class range by searchsorted on classes, then the run of its score; inside a run of equal
+    scores, by (image position, rank), searched in one integer key that increases along the old ones
+    (run number, image position, rank). The keys are unique, so no tie is left."""
     lo = np.searchsorted(old.d_cls, added.d_cls, "left")
     hi = np.searchsorted(old.d_cls, added.d_cls, "right")
     first = np.empty(len(lo), dtype=np.int64)
@@ -126,13 +126,17 @@ def _places(old: Cells, added: Cells, image_pos: np.ndarray) -> np.ndarray:
         scores = -old.d_score[start:stop]  # ascending within the class
         first[sel] = start + np.searchsorted(scores, -added.d_score[sel], "left")
         last[sel] = start + np.searchsorted(scores, -added.d_score[sel], "right")
-    place = first
-    for i in np.flatnonzero(last > first).tolist():  # equal scores: by image position, then rank
-        run = slice(int(first[i]), int(last[i]))
-        ties = image_pos[old.d_frame[run]] * n_rank + old.d_rank[run]
-        mine = image_pos[added.d_frame[i]] * n_rank + added.d_rank[i]
-        place[i] = first[i] + np.searchsorted(ties, mine)
-    return place
+    tied = np.flatnonzero(last > first)
+    if len(tied) == 0:
+        return first
+    n_rank = int(max(old.d_rank.max(initial=0), added.d_rank.max(initial=0))) + 1
+    size = (int(image_pos.max(initial=0)) + 1) * n_rank
+    starts = np.r_[True, (old.d_cls[1:] != old.d_cls[:-1]) | (old.d_score[1:] != old.d_score[:-1])]
+    run = np.cumsum(starts) - 1
+    key = run * size + image_pos[old.d_frame] * n_rank + old.d_rank
+    mine = run[first[tied]] * size + image_pos[added.d_frame[tied]] * n_rank + added.d_rank[tied]
+    first[tied] = np.searchsorted(key, mine)
+    return first
 
 
 def _splice(keep: np.ndarray, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
