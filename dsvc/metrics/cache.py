@@ -14,7 +14,7 @@ import io
 import os
 import zipfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -286,7 +286,26 @@ def gather(cache: CellCache, keys: Sequence[bytes], classes: Sequence[str]) -> G
     pred = np.full(n, -1, dtype=np.int64)
     score = np.zeros(n)
     true[cols[12]], pred[cols[12]], score[cols[12]] = cols[13], cols[14], cols[15]
-    return Gathered(Cells(*cols[:12]), FrameClasses(true, pred, score))
+    return Gathered(_by_frame(Cells(*cols[:12])), FrameClasses(true, pred, score))
+
+
+def _by_frame(cells: Cells) -> Cells:
+    """Ground truth in request order (gathered segment by segment, it is not when the requested frames
+    come from several), with d_other following its rows."""
+    if np.all(cells.g_frame[1:] >= cells.g_frame[:-1]):
+        return cells
+    order = np.argsort(cells.g_frame, kind="stable")
+    row = np.empty(len(order) + 1, dtype=np.int64)
+    row[order] = np.arange(len(order))
+    row[-1] = -1  # d_other -1 stays -1
+    return replace(
+        cells,
+        d_other=row[cells.d_other],
+        g_frame=cells.g_frame[order],
+        g_cls=cells.g_cls[order],
+        g_ignored=cells.g_ignored[order],
+        g_score=cells.g_score[order],
+    )
 
 
 def _empty(n: int, n_a: int, n_t: int) -> Gathered:
