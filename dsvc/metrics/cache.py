@@ -3,9 +3,9 @@ parameters digest under `.dsvc/cache/metrics/`.
 
 Each evaluation that computed cells adds one segment file: columnar numpy arrays of its frames' cells,
 written once under the hash of its bytes (temporary name and rename; no fsync: a segment torn by a crash
-fails its hash on reading and is dropped). Readers load every
-segment of the digest and index them by key; past MAX_SEGMENTS the segments are merged into one (written
-before the old ones are deleted). The cache is derived data: deleting it costs one cold evaluation.
+fails its hash on reading and is dropped). Readers index every segment of the digest by key and read a
+segment's cells when first gathered; past MAX_SEGMENTS the segments are merged into one (written before
+the old ones are deleted). The cache is derived data: deleting it costs one cold evaluation.
 """
 
 from __future__ import annotations

@@ -2,9 +2,11 @@
 
 A frame's cells depend only on its labels object, its predictions object and the parameters, so they are
 cached under (labels id, predictions id) in a folder per parameters digest: evaluating a new checkpoint
-computes cells only for frames whose labels or predictions changed (or that are new), then accumulates
-all cells again. The image order (COCO image ids) depends on the frames map only and is cached by its
-root, so a relabel reads no Frame objects at all.
+computes cells only for frames whose labels or predictions changed (or that are new). The cells of all
+frames, detections in accumulate order, are kept as the evaluation state of the predictions (`state`)
+and patched where cell keys changed, so unchanged frames' cells are neither read nor sorted again. The
+image order (COCO image ids) depends on the frames map only and is cached by its root, so a relabel
+reads no Frame objects at all.
 """
 
 from __future__ import annotations
