@@ -112,28 +112,34 @@ def compute_cells(store: ObjectStore, keys: Sequence[bytes], params: Params, cac
         cache.add(make_segment(list(chunk), names, cells, FrameClasses(batch.true, batch.pred, batch.score)))
 
 
-def map_listing(store: ObjectStore, root: ObjectId, cache_root: Path) -> dict[bytes, bytes]:
-    """All entries of a labels or predictions map, cached under its root: an inference set's map is
+def map_listing(store: ObjectStore, root: ObjectId, cache_root: Path) -> tuple[np.ndarray, np.ndarray]:
+    """All entries of a labels or predictions map as arrays (keys as str, in the map's order, which is
+    code point order; values (n, ID_SIZE) uint8), cached under its root: an inference set's map is
     evaluated at every checkpoint and a checkpoint's labels for every model, and a walk reads every node."""
     path = cache_root / "maps" / f"{root.hex()}.npz"
     try:
         with np.load(path, allow_pickle=False) as z:
-            values = z["values"].tobytes()
-            return {
-                key.encode(): values[i * ID_SIZE : (i + 1) * ID_SIZE]
-                for i, key in enumerate(z["keys"].tolist())
-            }
+            return z["keys"], z["values"].reshape(-1, ID_SIZE)
     except (OSError, ValueError, KeyError, zipfile.BadZipFile):
         pass  # not listed yet, or torn by a crash
     listing = dict(tree.items(store, root))
+    keys = np.array([k.decode() for k in listing], dtype=str)
+    values = np.frombuffer(b"".join(listing.values()), dtype=np.uint8).reshape(-1, ID_SIZE)
     out = io.BytesIO()
-    np.savez(
-        out,
-        keys=np.array([k.decode() for k in listing], dtype=str),
-        values=np.frombuffer(b"".join(listing.values()), dtype=np.uint8),
-    )
+    np.savez(out, keys=keys, values=values.reshape(-1))
     write_derived(path, out.getvalue())
-    return listing
+    return keys, values
+
+
+def _values_of(listing: tuple[np.ndarray, np.ndarray], frames: np.ndarray) -> np.ndarray:
+    """The value of each frame in a listing, zeros where it has none."""
+    keys, values = listing
+    out = np.zeros((len(frames), ID_SIZE), dtype=np.uint8)
+    if len(keys):
+        at = np.minimum(np.searchsorted(keys, frames), len(keys) - 1)
+        found = keys[at] == frames
+        out[found] = values[at[found]]
+    return out
 
 
 def frame_keys(
@@ -142,15 +148,16 @@ def frame_keys(
     labels_root: ObjectId,
     predictions_root: ObjectId,
     frames: Sequence[str],
-) -> list[bytes]:
-    """(labels id, predictions id) of each frame, zeros where it has none: the cache key of its cells."""
-    labels = map_listing(store, labels_root, cache_root)
-    predictions = map_listing(store, predictions_root, cache_root)
-    out = []
-    for frame in frames:
-        key = frame.encode()
-        out.append(labels.get(key, NONE) + predictions.get(key, NONE))
-    return out
+) -> np.ndarray:
+    """(labels id, predictions id) of each frame, zeros where it has none: the cache key of its cells,
+    (frames, KEY_SIZE) uint8."""
+    names = np.array(frames, dtype=str)
+    return np.hstack(
+        [
+            _values_of(map_listing(store, labels_root, cache_root), names),
+            _values_of(map_listing(store, predictions_root, cache_root), names),
+        ]
+    )
 
 
 def evaluate(
@@ -188,7 +195,9 @@ def _evaluate(
         wanted = set(only)
         chosen = np.array([i for i, f in enumerate(order.frames) if f in wanted], dtype=np.int64)
     frames = [order.frames[i] for i in chosen.tolist()]
-    keys = frame_keys(store, cache_root, roots["labels"], predictions_root, frames)
+    key_array = frame_keys(store, cache_root, roots["labels"], predictions_root, frames)
+    data = key_array.tobytes()
+    keys = [data[i : i + KEY_SIZE] for i in range(0, len(data), KEY_SIZE)]
     cache = CellCache(cache_root / params.digest())
     missing = list(dict.fromkeys(k for k in keys if k not in cache.index))
     compute_cells(store, missing, params, cache)
@@ -197,7 +206,7 @@ def _evaluate(
     names = sorted({str(c) for found in cache.classes for c in found.tolist()} - set(order.classes))
     every = (*order.classes, *names)
     if only is None:
-        state = _state(cache, keys, every, order, state_path(cache.folder, predictions_root))
+        state = _state(cache, keys, key_array, every, order, state_path(cache.folder, predictions_root))
         cells, fc = state.cells, state.frame_classes
     else:
         got = gather(cache, keys, every)
@@ -218,12 +227,16 @@ def _evaluate(
 
 
 def _state(
-    cache: CellCache, keys: list[bytes], every: tuple[str, ...], order: ImageOrder, path: Path
+    cache: CellCache,
+    keys: list[bytes],
+    key_array: np.ndarray,
+    every: tuple[str, ...],
+    order: ImageOrder,
+    path: Path,
 ) -> State:
     """The cells of every frame: the stored state of these predictions patched where cell keys changed
     since it was written, or (no usable state) all cells gathered and sorted. Written again when it is
     new or more than REWRITE_STATE of the frames changed."""
-    key_array = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(-1, KEY_SIZE)
     last = load_state(path)
     if (
         last is not None
