@@ -17,8 +17,9 @@ from dsvc.history import signature
 from dsvc.metrics import engine
 from dsvc.metrics.engine import Evaluation
 from dsvc.metrics.match import Cells
+from dsvc.metrics.params import DEFAULT as METRIC_PARAMS
 from dsvc.metrics.state import State, load_state, state_path
-from dsvc.repo import METRIC_PARAMS, Repo
+from dsvc.repo import Repo
 
 WHO = signature("test", "test@example.com", 0)
 SOURCE = "annotations/instances.json"
