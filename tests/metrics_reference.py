@@ -13,7 +13,7 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from dsvc.metrics.accumulate import Accumulated, accumulate, summarize
+from dsvc.metrics.accumulate import Accumulated, accumulate, sort_detections, summarize
 from dsvc.metrics.match import Boxes, match
 from dsvc.metrics.params import DEFAULT, STAT_NAMES
 
@@ -64,7 +64,7 @@ def direct(gt: dict[str, Any], results: list[dict[str, Any]]) -> Accumulated:
         )
 
     cells = match(boxes(gt["annotations"], True), boxes(results, False), len(cats), DEFAULT)
-    return accumulate(cells, np.arange(len(images)), len(cats), DEFAULT, every_max_dets=True)
+    return accumulate(sort_detections(cells, np.arange(len(images))), len(cats), DEFAULT, every_max_dets=True)
 
 
 def direct_stats(gt: dict[str, Any], results: list[dict[str, Any]]) -> dict[str, float]:

@@ -9,7 +9,7 @@ recall and the interpolation use the same float operations in the same order.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -54,68 +54,113 @@ def accumulate_order(cells: Cells, image_pos: np.ndarray) -> np.ndarray:
     return np.argsort(key, kind="stable")
 
 
-def accumulate(
-    cells: Cells, image_pos: np.ndarray, n_classes: int, params: Params, every_max_dets: bool = False
-) -> Accumulated:
+def take_detections(cells: Cells, index: np.ndarray) -> Cells:
+    """The cells with their detections taken at index (ground truth unchanged). `take` along the last
+    axis of the 2-d view of the flags is 3x faster than fancy indexing the 3-d array."""
+    n_a, n_t, n = cells.d_matched.shape
+    return replace(
+        cells,
+        d_frame=cells.d_frame[index],
+        d_cls=cells.d_cls[index],
+        d_score=cells.d_score[index],
+        d_rank=cells.d_rank[index],
+        d_matched=np.take(cells.d_matched.reshape(n_a * n_t, n), index, axis=1).reshape(n_a, n_t, -1),
+        d_ignored=np.take(cells.d_ignored.reshape(n_a * n_t, n), index, axis=1).reshape(n_a, n_t, -1),
+        d_other=cells.d_other[index],
+        d_other_iou=cells.d_other_iou[index],
+    )
+
+
+def sort_detections(cells: Cells, image_pos: np.ndarray) -> Cells:
+    """The cells with their detections in accumulate order (see accumulate_order), the layout accumulate
+    reads and the evaluation state keeps."""
+    return take_detections(cells, accumulate_order(cells, image_pos))
+
+
+def accumulate(cells: Cells, n_classes: int, params: Params, every_max_dets: bool = False) -> Accumulated:
     """Precision at the recall thresholds and final recall for every class, area range and maxDets.
 
-    image_pos gives each frame of the cells (by `d_frame`) its place in image order. The summary reads
-    precision only at the largest maxDets, so the smaller ones get only their recall (a count) unless
+    The detections of cells must be in accumulate order (sort_detections). The summary reads precision
+    only at the largest maxDets, so the smaller ones get only their recall (a count) unless
     every_max_dets asks for the whole of pycocotools' array; the rest stays -1."""
     n_t, n_r = len(params.iou_thresholds), len(params.recall_thresholds)
     n_a, n_m = len(params.area_ranges), len(params.max_dets)
     precision = -np.ones((n_t, n_r, n_classes, n_a, n_m))
     recall = -np.ones((n_t, n_classes, n_a, n_m))
     npig = ground_truth_counts(cells, n_classes)
-    order = accumulate_order(cells, image_pos)
-    bounds = np.searchsorted(cells.d_cls[order], np.arange(n_classes + 1))
-    # (area, threshold, detection) in accumulate order: every slice below is rows of contiguous memory.
-    valid = ~cells.d_ignored[:, :, order]
-    hits = cells.d_matched[:, :, order] & valid
-    rank = cells.d_rank[order]
-    largest = max(params.max_dets)
-    for k in range(n_classes):
-        span = slice(bounds[k], bounds[k + 1])
-        for a in range(n_a):
-            count = int(npig[k, a])
-            if not count:
-                continue
-            k_hits, k_valid = hits[a, :, span], valid[a, :, span]
-            for m, max_det in enumerate(sorted(params.max_dets)):
-                if max_det != largest and not every_max_dets:
-                    kept = rank[span] < max_det
-                    recall[:, k, a, m] = np.count_nonzero(k_hits & kept, axis=1) / count
-                    continue
-                # Detections ignored at every threshold repeat their predecessor's values: left out.
-                live = k_valid.any(axis=0) & (rank[span] < max_det)
-                q, final = _curves(k_hits[:, live], k_valid[:, live], count, params.recalls)
-                precision[:, :, k, a, m] = q
-                recall[:, k, a, m] = final
+    bounds = np.searchsorted(cells.d_cls, np.arange(n_classes + 1))
+    valid = ~cells.d_ignored
+    hits = cells.d_matched & valid
+    rank = cells.d_rank
+    largest = max(params.max_dets)  # cells hold at most this many detections: no cut needed
+    counted = npig > 0
+    for a in range(n_a):
+        flat, at = _hits(hits[a], bounds)
+        hit_rank = rank[flat % len(rank)]
+        for m, max_det in enumerate(sorted(params.max_dets)):
+            k = counted[:, a]
+            if max_det == largest:
+                found = np.diff(at, axis=1)
+                precision[:, :, k, a, m] = _curves(flat, at, valid[a], bounds, npig[:, a], params.recalls)[
+                    :, :, k
+                ]
+            elif every_max_dets:
+                kept = rank < max_det
+                kept_flat, kept_at = _hits(hits[a] & kept, bounds)
+                found = np.diff(kept_at, axis=1)
+                q = _curves(kept_flat, kept_at, valid[a] & kept, bounds, npig[:, a], params.recalls)
+                precision[:, :, k, a, m] = q[:, :, k]
+            else:  # recall only: how many of the hits are within the cut
+                within = np.r_[0, np.cumsum(hit_rank < max_det)]
+                found = within[at[:, 1:]] - within[at[:, :-1]]
+            recall[:, k, a, m] = found[:, k] / npig[k, a]
     return Accumulated(precision, recall)
 
 
+def _hits(hits: np.ndarray, bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every hit of a (threshold, detection) array as its flat index (row-major), and where each class's
+    hits begin in each row (`at[t, k]`, with class k's detections from column bounds[k])."""
+    flat = np.flatnonzero(hits)
+    return flat, np.searchsorted(flat, np.arange(len(hits))[:, None] * hits.shape[1] + bounds)
+
+
 def _curves(
-    hits: np.ndarray, valid: np.ndarray, npig: int, recalls: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Interpolated precision at the recall thresholds and final recall per IoU threshold (row), for one
-    class and area range's detections (columns in accumulate order; hits: matched and not ignored;
-    valid: not ignored), with pycocotools' float operations on the same integer counts: precision
-    tp / (tp + fp + eps), its running maximum from the right, read where `searchsorted(rc, recThrs,
-    side="left")` lands (0 past the end). Recall tp / npig is monotone in tp, so that place is where tp
-    first reaches the least count whose recall reaches the threshold: found on the integer counts."""
-    n_rows, nd = hits.shape
-    q = np.zeros((n_rows, len(recalls)))
-    if nd == 0:
-        return q, np.zeros(n_rows)
-    tp = np.cumsum(hits, axis=1, dtype=np.int32)
-    seen = np.cumsum(valid, axis=1, dtype=np.int32)  # tp + fp
-    envelope = np.maximum.accumulate((tp / (seen + np.spacing(1)))[:, ::-1], axis=1)[:, ::-1]
-    need = np.searchsorted(np.arange(npig + 1) / npig, recalls, side="left")
-    for j in range(n_rows):
-        at = np.searchsorted(tp[j], need, side="left")
-        inside = at < nd
-        q[j, inside] = envelope[j, at[inside]]
-    return q, tp[:, -1] / npig
+    flat: np.ndarray,
+    at: np.ndarray,
+    valid: np.ndarray,
+    bounds: np.ndarray,
+    npig: np.ndarray,
+    recalls: np.ndarray,
+) -> np.ndarray:
+    """Interpolated precision (threshold, recall threshold, class) for one area range, with pycocotools'
+    float operations on the same integer counts: precision tp / (tp + fp + eps), its running maximum
+    from the right, read where `searchsorted(rc, recThrs, side="left")` lands (0 past the end).
+
+    Detections are columns of valid (not ignored) in accumulate order, class k's from bounds[k]; the
+    hits (matched and not ignored) are the flat indices `flat`, class k's of row t from at[t, k]. Only
+    hits matter: precision falls at every other detection, so the running maximum from any place is
+    the maximum over the hits from there on, and recall tp / npig is monotone in tp, so the place read
+    for a threshold is the hit where tp first reaches the least count whose recall reaches it (the first
+    hit for a threshold of 0). At the m-th hit tp is m and tp + fp the valid detections of the class up
+    to it, so precision is computed at the hits alone."""
+    n_t, n = valid.shape
+    n_k = len(bounds) - 1
+    q = np.zeros((n_t, len(recalls), n_k))
+    if n == 0:
+        return q
+    seen = np.cumsum(valid, axis=1, dtype=np.int32)  # tp + fp, from the first detection of any class
+    before = np.where(bounds[:-1] > 0, seen[:, np.maximum(bounds[:-1] - 1, 0)], 0)
+    seen_at_hit = seen.reshape(-1)[flat]
+    for k in np.flatnonzero(npig > 0).tolist():
+        need = np.maximum(np.searchsorted(np.arange(npig[k] + 1) / npig[k], recalls, side="left"), 1)
+        for t in range(n_t):
+            lo, hi = int(at[t, k]), int(at[t, k + 1])
+            tp = np.arange(1, hi - lo + 1)
+            value = tp / ((seen_at_hit[lo:hi] - before[t, k]) + np.spacing(1))
+            envelope = np.maximum.accumulate(value[::-1])[::-1]
+            inside = need <= hi - lo
+            q[t, inside, k] = envelope[need[inside] - 1]
+    return q
 
 
 def _mean(values: np.ndarray) -> float:

@@ -3,9 +3,9 @@ parameters digest under `.dsvc/cache/metrics/`.
 
 Each evaluation that computed cells adds one segment file: columnar numpy arrays of its frames' cells,
 written once under the hash of its bytes (temporary name and rename; no fsync: a segment torn by a crash
-fails its hash on reading and is dropped). Readers load every
-segment of the digest and index them by key; past MAX_SEGMENTS the segments are merged into one (written
-before the old ones are deleted). The cache is derived data: deleting it costs one cold evaluation.
+fails its hash on reading and is dropped). Readers index every segment of the digest by key and read a
+segment's cells when first gathered; past MAX_SEGMENTS the segments are merged into one (written before
+the old ones are deleted). The cache is derived data: deleting it costs one cold evaluation.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import io
 import os
 import zipfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -149,30 +149,55 @@ def make_segment(keys: Sequence[bytes], classes: Sequence[str], cells: Cells, fc
     )
 
 
+class StaleSegment(Exception):
+    """A segment indexed by its keys failed its hash when its cells were read (torn by a crash): it is
+    deleted, and the evaluation starts again without it."""
+
+
 class CellCache:
-    """The segments of one parameters digest, indexed by frame key."""
+    """The segments of one parameters digest, indexed by frame key.
+
+    Opening reads only each segment's keys and class names: an evaluation patched from the state of the
+    previous one (see `state`) needs the cells of the changed frames alone, so a segment's cells are read,
+    and its hash checked, the first time they are gathered."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.segments: list[Segment] = []
         self.paths: list[Path] = []
+        self.classes: list[np.ndarray] = []
         self.index: dict[bytes, tuple[int, int]] = {}
+        self._segments: list[Segment | None] = []
         if folder.is_dir():
             for path in sorted(folder.glob("seg-*.npz")):
-                data = path.read_bytes()
-                if not path.stem.endswith(hash_bytes(data).hex()[:24]):
+                try:
+                    with np.load(path, allow_pickle=False) as z:
+                        keys, classes = z["keys"], z["classes"]
+                except (OSError, ValueError, KeyError, zipfile.BadZipFile):
                     path.unlink(missing_ok=True)  # torn by a crash (written without fsync): recompute
                     continue
-                self._attach(decode(data, str(path)), path)
+                self._attach(None, keys, classes, path)
 
-    def _attach(self, seg: Segment, path: Path) -> None:
-        number = len(self.segments)
-        self.segments.append(seg)
+    def _attach(self, seg: Segment | None, keys: np.ndarray, classes: np.ndarray, path: Path) -> None:
+        number = len(self.paths)
+        self._segments.append(seg)
         self.paths.append(path)
-        data = seg.keys.tobytes()
+        self.classes.append(classes)
+        data = keys.tobytes()
         self.index.update(
-            (data[row * KEY_SIZE : (row + 1) * KEY_SIZE], (number, row)) for row in range(len(seg.keys))
+            (data[row * KEY_SIZE : (row + 1) * KEY_SIZE], (number, row)) for row in range(len(keys))
         )
+
+    def segment(self, number: int) -> Segment:
+        """The cells of a segment, read and checked against its hash on first use."""
+        seg = self._segments[number]
+        if seg is None:
+            path = self.paths[number]
+            data = path.read_bytes()
+            if not path.stem.endswith(hash_bytes(data).hex()[:24]):
+                path.unlink(missing_ok=True)
+                raise StaleSegment(str(path))
+            seg = self._segments[number] = decode(data, str(path))
+        return seg
 
     def add(self, seg: Segment) -> None:
         """Store a segment durably and index it; merge all segments when there are too many."""
@@ -182,17 +207,17 @@ class CellCache:
         data = encode(seg)
         path = self.folder / f"seg-{hash_bytes(data).hex()[:24]}.npz"
         write_derived(path, data)
-        self._attach(seg, path)
-        if len(self.segments) > MAX_SEGMENTS:
+        self._attach(seg, seg.keys, seg.classes, path)
+        if len(self.paths) > MAX_SEGMENTS:
             self._compact()
 
     def _compact(self) -> None:
         keys = list(self.index)
-        classes = sorted({str(c) for seg in self.segments for c in seg.classes.tolist()})
+        classes = sorted({str(c) for names in self.classes for c in names.tolist()})
         merged = gather(self, keys, classes)
         seg = make_segment(keys, classes, merged.cells, merged.frame_classes)
         old = list(self.paths)
-        self.segments, self.paths, self.index = [], [], {}
+        self.paths, self.classes, self.index, self._segments = [], [], {}, []
         self.add(seg)
         for path in old:
             if path not in self.paths:
@@ -214,10 +239,11 @@ def gather(cache: CellCache, keys: Sequence[bytes], classes: Sequence[str]) -> G
     parts: list[tuple[np.ndarray, ...]] = []
     g_offset = 0
     n_a, n_t = 0, 0
-    for number, seg in enumerate(cache.segments):
+    for number in range(len(cache.paths)):
         positions = np.flatnonzero(where[:, 0] == number)
         if len(positions) == 0:
             continue
+        seg = cache.segment(number)
         rows = where[positions, 1]
         lookup = np.array([code[str(c)] for c in seg.classes.tolist()] + [-1], dtype=np.int64)
         c = seg.cells
@@ -260,7 +286,26 @@ def gather(cache: CellCache, keys: Sequence[bytes], classes: Sequence[str]) -> G
     pred = np.full(n, -1, dtype=np.int64)
     score = np.zeros(n)
     true[cols[12]], pred[cols[12]], score[cols[12]] = cols[13], cols[14], cols[15]
-    return Gathered(Cells(*cols[:12]), FrameClasses(true, pred, score))
+    return Gathered(_by_frame(Cells(*cols[:12])), FrameClasses(true, pred, score))
+
+
+def _by_frame(cells: Cells) -> Cells:
+    """Ground truth in request order (gathered segment by segment, it is not when the requested frames
+    come from several), with d_other following its rows."""
+    if np.all(cells.g_frame[1:] >= cells.g_frame[:-1]):
+        return cells
+    order = np.argsort(cells.g_frame, kind="stable")
+    row = np.empty(len(order) + 1, dtype=np.int64)
+    row[order] = np.arange(len(order))
+    row[-1] = -1  # d_other -1 stays -1
+    return replace(
+        cells,
+        d_other=row[cells.d_other],
+        g_frame=cells.g_frame[order],
+        g_cls=cells.g_cls[order],
+        g_ignored=cells.g_ignored[order],
+        g_score=cells.g_score[order],
+    )
 
 
 def _empty(n: int, n_a: int, n_t: int) -> Gathered:

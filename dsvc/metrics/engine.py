@@ -2,9 +2,11 @@
 
 A frame's cells depend only on its labels object, its predictions object and the parameters, so they are
 cached under (labels id, predictions id) in a folder per parameters digest: evaluating a new checkpoint
-computes cells only for frames whose labels or predictions changed (or that are new), then accumulates
-all cells again. The image order (COCO image ids) depends on the frames map only and is cached by its
-root, so a relabel reads no Frame objects at all.
+computes cells only for frames whose labels or predictions changed (or that are new). The cells of all
+frames, detections in accumulate order, are kept as the evaluation state of the predictions (`state`)
+and patched where cell keys changed, so unchanged frames' cells are neither read nor sorted again. The
+image order (COCO image ids) depends on the frames map only and is cached by its root, so a relabel
+reads no Frame objects at all.
 """
 
 from __future__ import annotations
@@ -20,15 +22,27 @@ import numpy as np
 from dsvc import tree
 from dsvc.hashing import ID_SIZE, ObjectId
 from dsvc.metrics import accumulate as acc
-from dsvc.metrics.cache import CellCache, FrameClasses, gather, make_segment, write_derived
+from dsvc.metrics.cache import (
+    KEY_SIZE,
+    CellCache,
+    FrameClasses,
+    StaleSegment,
+    gather,
+    make_segment,
+    write_derived,
+)
 from dsvc.metrics.columns import NONE, columns, read_annotations
 from dsvc.metrics.inference import catalog
 from dsvc.metrics.match import Cells, match
 from dsvc.metrics.params import Params
+from dsvc.metrics.state import State, load_state, patch, save_state, state_path
 from dsvc.metrics.thresholds import ClassificationView, ThresholdView, classification_view, detection_view
 from dsvc.store import ObjectStore
 
 MATCH_BATCH = 8192  # frames matched at once: bounds the memory of the matching step
+# The stored state is rewritten only when more than this fraction of the frames changed since it was:
+# writing it costs about as much as patching it, and every later evaluation patches it again anyway.
+REWRITE_STATE = 0.05
 
 
 @dataclass(frozen=True)
@@ -56,23 +70,26 @@ class Evaluation:
 
 @dataclass(frozen=True)
 class ImageOrder:
-    """Frame ids of a version (key order), each frame's position in image order, the declared classes."""
+    """Frame ids of a version (key order), each frame's position in image order, the declared classes;
+    ident names the frames and sources roots they come from."""
 
     frames: tuple[str, ...]
     position: np.ndarray
     classes: tuple[str, ...]
+    ident: str
 
 
 def image_order(store: ObjectStore, roots: Mapping[str, ObjectId], cache_root: Path) -> ImageOrder:
     """The image order of a version, cached under its frames and sources roots."""
-    path = cache_root / f"order-{roots['frames'].hex()[:32]}-{roots['sources'].hex()[:16]}.npz"
+    ident = f"{roots['frames'].hex()[:32]}-{roots['sources'].hex()[:16]}"
+    path = cache_root / f"order-{ident}.npz"
     try:
         with np.load(path, allow_pickle=False) as z:
-            return ImageOrder(tuple(z["frames"].tolist()), z["position"], tuple(z["classes"].tolist()))
+            return ImageOrder(tuple(z["frames"].tolist()), z["position"], tuple(z["classes"].tolist()), ident)
     except (OSError, ValueError, KeyError, zipfile.BadZipFile):
         pass  # not computed yet, or torn by a crash: compute it (again)
     cat = catalog(store, roots)
-    order = ImageOrder(cat.frames, np.array(cat.order, dtype=np.int64), cat.classes)
+    order = ImageOrder(cat.frames, np.array(cat.order, dtype=np.int64), cat.classes, ident)
     out = io.BytesIO()
     np.savez(
         out,
@@ -95,28 +112,34 @@ def compute_cells(store: ObjectStore, keys: Sequence[bytes], params: Params, cac
         cache.add(make_segment(list(chunk), names, cells, FrameClasses(batch.true, batch.pred, batch.score)))
 
 
-def map_listing(store: ObjectStore, root: ObjectId, cache_root: Path) -> dict[bytes, bytes]:
-    """All entries of a labels or predictions map, cached under its root: an inference set's map is
+def map_listing(store: ObjectStore, root: ObjectId, cache_root: Path) -> tuple[np.ndarray, np.ndarray]:
+    """All entries of a labels or predictions map as arrays (keys as str, in the map's order, which is
+    code point order; values (n, ID_SIZE) uint8), cached under its root: an inference set's map is
     evaluated at every checkpoint and a checkpoint's labels for every model, and a walk reads every node."""
     path = cache_root / "maps" / f"{root.hex()}.npz"
     try:
         with np.load(path, allow_pickle=False) as z:
-            values = z["values"].tobytes()
-            return {
-                key.encode(): values[i * ID_SIZE : (i + 1) * ID_SIZE]
-                for i, key in enumerate(z["keys"].tolist())
-            }
+            return z["keys"], z["values"].reshape(-1, ID_SIZE)
     except (OSError, ValueError, KeyError, zipfile.BadZipFile):
         pass  # not listed yet, or torn by a crash
     listing = dict(tree.items(store, root))
+    keys = np.array([k.decode() for k in listing], dtype=str)
+    values = np.frombuffer(b"".join(listing.values()), dtype=np.uint8).reshape(-1, ID_SIZE)
     out = io.BytesIO()
-    np.savez(
-        out,
-        keys=np.array([k.decode() for k in listing], dtype=str),
-        values=np.frombuffer(b"".join(listing.values()), dtype=np.uint8),
-    )
+    np.savez(out, keys=keys, values=values.reshape(-1))
     write_derived(path, out.getvalue())
-    return listing
+    return keys, values
+
+
+def _values_of(listing: tuple[np.ndarray, np.ndarray], frames: np.ndarray) -> np.ndarray:
+    """The value of each frame in a listing, zeros where it has none."""
+    keys, values = listing
+    out = np.zeros((len(frames), ID_SIZE), dtype=np.uint8)
+    if len(keys):
+        at = np.minimum(np.searchsorted(keys, frames), len(keys) - 1)
+        found = keys[at] == frames
+        out[found] = values[at[found]]
+    return out
 
 
 def frame_keys(
@@ -125,15 +148,16 @@ def frame_keys(
     labels_root: ObjectId,
     predictions_root: ObjectId,
     frames: Sequence[str],
-) -> list[bytes]:
-    """(labels id, predictions id) of each frame, zeros where it has none: the cache key of its cells."""
-    labels = map_listing(store, labels_root, cache_root)
-    predictions = map_listing(store, predictions_root, cache_root)
-    out = []
-    for frame in frames:
-        key = frame.encode()
-        out.append(labels.get(key, NONE) + predictions.get(key, NONE))
-    return out
+) -> np.ndarray:
+    """(labels id, predictions id) of each frame, zeros where it has none: the cache key of its cells,
+    (frames, KEY_SIZE) uint8."""
+    names = np.array(frames, dtype=str)
+    return np.hstack(
+        [
+            _values_of(map_listing(store, labels_root, cache_root), names),
+            _values_of(map_listing(store, predictions_root, cache_root), names),
+        ]
+    )
 
 
 def evaluate(
@@ -147,6 +171,23 @@ def evaluate(
     only: Collection[str] | None = None,
 ) -> Evaluation:
     """Evaluate a predictions map against a version (restricted to the frames in `only` when given)."""
+    while True:
+        try:
+            return _evaluate(store, cache_root, roots, predictions_root, params, iou, conf, only)
+        except StaleSegment:
+            continue  # a segment torn by a crash was deleted: its frames are matched again
+
+
+def _evaluate(
+    store: ObjectStore,
+    cache_root: Path,
+    roots: Mapping[str, ObjectId],
+    predictions_root: ObjectId,
+    params: Params,
+    iou: float,
+    conf: float,
+    only: Collection[str] | None,
+) -> Evaluation:
     t = params.iou_index(iou)
     order = image_order(store, roots, cache_root)
     chosen = np.arange(len(order.frames))
@@ -154,18 +195,25 @@ def evaluate(
         wanted = set(only)
         chosen = np.array([i for i, f in enumerate(order.frames) if f in wanted], dtype=np.int64)
     frames = [order.frames[i] for i in chosen.tolist()]
-    keys = frame_keys(store, cache_root, roots["labels"], predictions_root, frames)
+    key_array = frame_keys(store, cache_root, roots["labels"], predictions_root, frames)
+    data = key_array.tobytes()
+    keys = [data[i : i + KEY_SIZE] for i in range(0, len(data), KEY_SIZE)]
     cache = CellCache(cache_root / params.digest())
     missing = list(dict.fromkeys(k for k in keys if k not in cache.index))
     compute_cells(store, missing, params, cache)
     fresh = set(missing)
     recomputed = sum(1 for k in keys if k in fresh)
-    names = sorted({str(c) for seg in cache.segments for c in seg.classes.tolist()} - set(order.classes))
-    every = [*order.classes, *names]
-    got = gather(cache, keys, every)
-    classes, cells, fc = _used_classes(got.cells, got.frame_classes, every, len(order.classes))
+    names = sorted({str(c) for found in cache.classes for c in found.tolist()} - set(order.classes))
+    every = (*order.classes, *names)
+    if only is None:
+        state = _state(cache, keys, key_array, every, order, state_path(cache.folder, predictions_root))
+        cells, fc = state.cells, state.frame_classes
+    else:
+        got = gather(cache, keys, every)
+        cells, fc = acc.sort_detections(got.cells, order.position[chosen]), got.frame_classes
+    classes, cells, fc = _used_classes(cells, fc, list(every), len(order.classes))
     k = len(classes)
-    result = acc.accumulate(cells, order.position[chosen], k, params)
+    result = acc.accumulate(cells, k, params)
     return Evaluation(
         acc.summarize(result, params),
         classes,
@@ -176,6 +224,40 @@ def evaluate(
         params.iou_thresholds[t],
         conf,
     )
+
+
+def _state(
+    cache: CellCache,
+    keys: list[bytes],
+    key_array: np.ndarray,
+    every: tuple[str, ...],
+    order: ImageOrder,
+    path: Path,
+) -> State:
+    """The cells of every frame: the stored state of these predictions patched where cell keys changed
+    since it was written, or (no usable state) all cells gathered and sorted. Written again when it is
+    new or more than REWRITE_STATE of the frames changed."""
+    last = load_state(path)
+    if (
+        last is not None
+        and last.order == order.ident
+        and last.classes == every
+        and len(last.keys) == len(keys)
+    ):
+        changed = np.flatnonzero((last.keys != key_array).any(axis=1))
+        if len(changed) == 0:
+            return last
+        state = patch(
+            last, key_array, changed, gather(cache, [keys[i] for i in changed], every), order.position
+        )
+        if len(changed) <= REWRITE_STATE * len(keys):
+            return state
+    else:
+        got = gather(cache, keys, every)
+        cells = acc.sort_detections(got.cells, order.position)
+        state = State(order.ident, every, key_array, cells, got.frame_classes)
+    save_state(path, state)
+    return state
 
 
 def _used_classes(

@@ -11,7 +11,7 @@ from dsvc.errors import InvalidInput
 from dsvc.hashing import hash_bytes
 
 # Bumped whenever the meaning of a cached cell changes, so old caches are never misread.
-CELL_VERSION = 2
+CELL_VERSION = 3
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 AREA_NAMES = ("all", "small", "medium", "large")
 

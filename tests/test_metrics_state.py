@@ -1,0 +1,153 @@
+"""The evaluation state (metrics/state.py) and lazily read cell segments: an evaluation patched from the
+state of an earlier one equals a cold one, array for array, after relabels (with boxes added and
+removed), frame additions, and when the state or a segment is deleted, torn or corrupt."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks import datagen
+from dsvc.hashing import hash_bytes
+from dsvc.history import signature
+from dsvc.metrics import engine
+from dsvc.metrics.engine import Evaluation
+from dsvc.metrics.match import Cells
+from dsvc.metrics.params import DEFAULT as METRIC_PARAMS
+from dsvc.metrics.state import State, load_state, state_path
+from dsvc.repo import Repo
+
+WHO = signature("test", "test@example.com", 0)
+SOURCE = "annotations/instances.json"
+FRAMES = 200
+
+
+def _commit(repo: Repo, message: str) -> None:
+    repo.add()
+    repo.commit(message, WHO)
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Repo:
+    """v0 of a generated dataset with model_a's predictions, evaluated (so the state holds v0)."""
+    ds = datagen.generate(tmp_path / "d", FRAMES, media_size=16, seed=5)
+    repo, _ = Repo.init(ds.root)
+    repo.config.set("eval", "auto", "false")
+    repo.config.save()
+    repo.source_add(SOURCE, "coco", "images")
+    _commit(repo, "v0")
+    repo.infer_import("model_a", ds.root / "predictions" / "model_a.json", "coco", WHO)
+    repo.evaluate("model_a", "HEAD")
+    return repo
+
+
+def _state_file(repo: Repo) -> Path:
+    """The state of model_a's current predictions."""
+    return state_path(repo.metrics_cache / METRIC_PARAMS.digest(), repo.inference("model_a")[1].predictions)
+
+
+def _cold(repo: Repo, rev: str = "HEAD") -> Evaluation:
+    saved = repo.root / "saved-cache"
+    shutil.copytree(repo.metrics_cache, saved)
+    shutil.rmtree(repo.metrics_cache)
+    cold = repo.evaluate("model_a", rev)[2]
+    shutil.rmtree(repo.metrics_cache)
+    shutil.move(saved, repo.metrics_cache)
+    return cold
+
+
+def _assert_equal(a: Evaluation, b: Evaluation) -> None:
+    assert a.stats == b.stats and a.ap == b.ap and a.classes == b.classes
+    for view in ("precision", "recall", "f1", "matrix"):
+        assert np.array_equal(getattr(a.detection, view), getattr(b.detection, view))
+
+
+def _assert_same_state(a: State, b: State) -> None:
+    assert (a.order, a.classes) == (b.order, b.classes)
+    assert np.array_equal(a.keys, b.keys)
+    for field in fields(Cells):
+        assert np.array_equal(getattr(a.cells, field.name), getattr(b.cells, field.name)), field.name
+    for name in ("true", "pred", "score"):
+        assert np.array_equal(getattr(a.frame_classes, name), getattr(b.frame_classes, name))
+
+
+def test_a_patched_state_equals_a_cold_one(repo: Repo, monkeypatch: pytest.MonkeyPatch) -> None:
+    mutation = datagen.mutate(repo.root, relabel=0.04, add=0, seed=3)
+    assert mutation.relabeled and not mutation.added
+    _commit(repo, "v1")
+    monkeypatch.setattr(engine, "REWRITE_STATE", 0.0)  # store even a small patch, to compare it
+    warm = repo.evaluate("model_a", "HEAD")[2]
+    assert warm.frames.recomputed == len(mutation.relabeled)
+    patched = load_state(_state_file(repo))
+    shutil.rmtree(repo.metrics_cache)
+    cold = repo.evaluate("model_a", "HEAD")[2]
+    rebuilt = load_state(_state_file(repo))
+    assert patched is not None and rebuilt is not None
+    _assert_same_state(patched, rebuilt)
+    _assert_equal(warm, cold)
+
+
+def test_small_changes_patch_the_stored_state_without_rewriting_it(repo: Repo) -> None:
+    before = _state_file(repo).read_bytes()
+    relabeled: set[str] = set()
+    for step in range(3):  # each checkpoint patches v0's state with everything changed since v0
+        relabeled |= set(datagen.mutate(repo.root, relabel=0.01, add=0, seed=10 + step).relabeled)
+        _commit(repo, f"v{step + 1}")
+        warm = repo.evaluate("model_a", "HEAD")[2]
+        assert _state_file(repo).read_bytes() == before
+        _assert_equal(warm, _cold(repo))
+    again = repo.evaluate("model_a", "HEAD")[2]
+    assert again.frames.recomputed == 0
+    assert relabeled
+
+
+def test_large_changes_and_new_frames_rewrite_the_state(repo: Repo) -> None:
+    before = _state_file(repo).read_bytes()
+    datagen.mutate(repo.root, relabel=0.2, add=0, seed=4)
+    _commit(repo, "v1")
+    _assert_equal(repo.evaluate("model_a", "HEAD")[2], _cold(repo))
+    rewritten = _state_file(repo).read_bytes()
+    assert rewritten != before
+    mutation = datagen.mutate(repo.root, relabel=0.0, add=5, seed=6)
+    _commit(repo, "v2")
+    repo.infer_import("model_a", repo.root / "predictions" / "model_a.json", "coco", WHO)
+    added = repo.evaluate("model_a", "HEAD")[2]
+    assert added.frames.evaluated == FRAMES + len(mutation.added)
+    assert _state_file(repo).read_bytes() != rewritten
+    _assert_equal(added, _cold(repo))
+
+
+@pytest.mark.parametrize("damage", ["delete", "truncate", "flip", "garbage"])
+def test_a_missing_or_damaged_state_is_rebuilt(repo: Repo, damage: str) -> None:
+    datagen.mutate(repo.root, relabel=0.03, add=0, seed=8)
+    _commit(repo, "v1")
+    path = _state_file(repo)
+    data = bytearray(path.read_bytes())
+    if damage == "delete":
+        path.unlink()
+    elif damage == "truncate":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "flip":
+        data[len(data) // 2] ^= 0xFF
+        path.write_bytes(bytes(data))
+    else:
+        path.write_bytes(b"\x05" + bytes(40))
+    warm = repo.evaluate("model_a", "HEAD")[2]
+    assert load_state(_state_file(repo)) is not None  # written again, whole
+    _assert_equal(warm, _cold(repo))
+
+
+def test_a_torn_segment_is_dropped_and_its_frames_matched_again(repo: Repo) -> None:
+    (segment,) = (repo.metrics_cache / METRIC_PARAMS.digest()).glob("seg-*.npz")
+    data = bytearray(segment.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # the keys stay readable: the hash fails when the cells are read
+    segment.write_bytes(bytes(data))
+    _state_file(repo).unlink()  # so that every cell is gathered
+    again = repo.evaluate("model_a", "HEAD")[2]
+    assert again.frames.recomputed == FRAMES
+    assert segment.stem.endswith(hash_bytes(segment.read_bytes()).hex()[:24])  # written again, whole
+    _assert_equal(again, _cold(repo))
