@@ -40,23 +40,23 @@ def repo(tmp_path: Path) -> Repo:
     repo.config.save()
     repo.source_add(SOURCE, "coco", "images")
     _commit(repo, "v0")
-    repo.infer_import("model_a", ds.root / "predictions" / "model_a.json", "coco", WHO)
-    repo.evaluate("model_a", "HEAD")
+    repo.metrics.infer_import("model_a", ds.root / "predictions" / "model_a.json", "coco", WHO)
+    repo.metrics.evaluate("model_a", "HEAD")
     return repo
 
 
 def _state_file(repo: Repo) -> Path:
     """The state of model_a's current predictions."""
-    return state_path(repo.metrics_cache / METRIC_PARAMS.digest(), repo.inference("model_a")[1].predictions)
+    return state_path(repo.metrics.metrics_cache / METRIC_PARAMS.digest(), repo.metrics.inference("model_a")[1].predictions)
 
 
 def _cold(repo: Repo, rev: str = "HEAD") -> Evaluation:
     saved = repo.root / "saved-cache"
-    shutil.copytree(repo.metrics_cache, saved)
-    shutil.rmtree(repo.metrics_cache)
-    cold = repo.evaluate("model_a", rev)[2]
-    shutil.rmtree(repo.metrics_cache)
-    shutil.move(saved, repo.metrics_cache)
+    shutil.copytree(repo.metrics.metrics_cache, saved)
+    shutil.rmtree(repo.metrics.metrics_cache)
+    cold = repo.metrics.evaluate("model_a", rev)[2]
+    shutil.rmtree(repo.metrics.metrics_cache)
+    shutil.move(saved, repo.metrics.metrics_cache)
     return cold
 
 
@@ -80,11 +80,11 @@ def test_a_patched_state_equals_a_cold_one(repo: Repo, monkeypatch: pytest.Monke
     assert mutation.relabeled and not mutation.added
     _commit(repo, "v1")
     monkeypatch.setattr(engine, "REWRITE_STATE", 0.0)  # store even a small patch, to compare it
-    warm = repo.evaluate("model_a", "HEAD")[2]
+    warm = repo.metrics.evaluate("model_a", "HEAD")[2]
     assert warm.frames.recomputed == len(mutation.relabeled)
     patched = load_state(_state_file(repo))
-    shutil.rmtree(repo.metrics_cache)
-    cold = repo.evaluate("model_a", "HEAD")[2]
+    shutil.rmtree(repo.metrics.metrics_cache)
+    cold = repo.metrics.evaluate("model_a", "HEAD")[2]
     rebuilt = load_state(_state_file(repo))
     assert patched is not None and rebuilt is not None
     _assert_same_state(patched, rebuilt)
@@ -97,10 +97,10 @@ def test_small_changes_patch_the_stored_state_without_rewriting_it(repo: Repo) -
     for step in range(3):  # each checkpoint patches v0's state with everything changed since v0
         relabeled |= set(datagen.mutate(repo.root, relabel=0.01, add=0, seed=10 + step).relabeled)
         _commit(repo, f"v{step + 1}")
-        warm = repo.evaluate("model_a", "HEAD")[2]
+        warm = repo.metrics.evaluate("model_a", "HEAD")[2]
         assert _state_file(repo).read_bytes() == before
         _assert_equal(warm, _cold(repo))
-    again = repo.evaluate("model_a", "HEAD")[2]
+    again = repo.metrics.evaluate("model_a", "HEAD")[2]
     assert again.frames.recomputed == 0
     assert relabeled
 
@@ -109,13 +109,13 @@ def test_large_changes_and_new_frames_rewrite_the_state(repo: Repo) -> None:
     before = _state_file(repo).read_bytes()
     datagen.mutate(repo.root, relabel=0.2, add=0, seed=4)
     _commit(repo, "v1")
-    _assert_equal(repo.evaluate("model_a", "HEAD")[2], _cold(repo))
+    _assert_equal(repo.metrics.evaluate("model_a", "HEAD")[2], _cold(repo))
     rewritten = _state_file(repo).read_bytes()
     assert rewritten != before
     mutation = datagen.mutate(repo.root, relabel=0.0, add=5, seed=6)
     _commit(repo, "v2")
-    repo.infer_import("model_a", repo.root / "predictions" / "model_a.json", "coco", WHO)
-    added = repo.evaluate("model_a", "HEAD")[2]
+    repo.metrics.infer_import("model_a", repo.root / "predictions" / "model_a.json", "coco", WHO)
+    added = repo.metrics.evaluate("model_a", "HEAD")[2]
     assert added.frames.evaluated == FRAMES + len(mutation.added)
     assert _state_file(repo).read_bytes() != rewritten
     _assert_equal(added, _cold(repo))
@@ -136,18 +136,18 @@ def test_a_missing_or_damaged_state_is_rebuilt(repo: Repo, damage: str) -> None:
         path.write_bytes(bytes(data))
     else:
         path.write_bytes(b"\x05" + bytes(40))
-    warm = repo.evaluate("model_a", "HEAD")[2]
+    warm = repo.metrics.evaluate("model_a", "HEAD")[2]
     assert load_state(_state_file(repo)) is not None  # written again, whole
     _assert_equal(warm, _cold(repo))
 
 
 def test_a_torn_segment_is_dropped_and_its_frames_matched_again(repo: Repo) -> None:
-    (segment,) = (repo.metrics_cache / METRIC_PARAMS.digest()).glob("seg-*.npz")
+    (segment,) = (repo.metrics.metrics_cache / METRIC_PARAMS.digest()).glob("seg-*.npz")
     data = bytearray(segment.read_bytes())
     data[len(data) // 2] ^= 0xFF  # the keys stay readable: the hash fails when the cells are read
     segment.write_bytes(bytes(data))
     _state_file(repo).unlink()  # so that every cell is gathered
-    again = repo.evaluate("model_a", "HEAD")[2]
+    again = repo.metrics.evaluate("model_a", "HEAD")[2]
     assert again.frames.recomputed == FRAMES
     assert segment.stem.endswith(hash_bytes(segment.read_bytes()).hex()[:24])  # written again, whole
     _assert_equal(again, _cold(repo))
