@@ -47,7 +47,8 @@ def repo(tmp_path: Path) -> Repo:
 
 def _state_file(repo: Repo) -> Path:
     """The state of model_a's current predictions."""
-    return state_path(repo.metrics.metrics_cache / METRIC_PARAMS.digest(), repo.metrics.inference("model_a")[1].predictions)
+    predictions = repo.metrics.inference("model_a")[1].predictions
+    return state_path(repo.metrics.metrics_cache / METRIC_PARAMS.digest(), predictions)
 
 
 def _cold(repo: Repo, rev: str = "HEAD") -> Evaluation:

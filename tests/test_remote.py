@@ -128,6 +128,25 @@ def test_push_clone_and_time_travel(remote_url: tuple[str, dict[str, str]], tmp_
     assert clone.rev_parse("v1", commit=True) == repo.rev_parse("v1", commit=True)
 
 
+def test_inference_sets_travel_and_evaluate_the_same(
+    remote_url: tuple[str, dict[str, str]], tmp_path: Path
+) -> None:
+    url, env = remote_url
+    repo = make_repo(tmp_path / "a", env=env)
+    predictions = repo.root / "predictions" / "model_a.json"
+    version = repo.metrics.infer_import("model_a", predictions, "coco", WHO, model="yolo-a")
+    repo.remote_add("origin", url)
+    assert "refs/inferences/model_a" in repo.push("origin").updated
+
+    clone, _ = Repo.clone(url, tmp_path / "b", env=env)
+    ((oid, found),) = clone.metrics.inferences()
+    assert oid == version and found.name == "model_a" and found.model == "yolo-a"
+    there = clone.metrics.evaluate("model_a", "v0")[2]
+    here = repo.metrics.evaluate("model_a", "v0")[2]
+    assert there.stats == here.stats and there.frames.evaluated == 40
+    assert clone.fsck().ok
+
+
 def test_incremental_push_sends_about_the_new_bytes(
     remote_url: tuple[str, dict[str, str]], tmp_path: Path
 ) -> None:
