@@ -52,7 +52,7 @@ class DiskObjectStore(ObjectStore):
     def remove_temporaries(self) -> int:
         """Delete half-written packs and blobs a killed writer left; call only with the writer lock held.
         Return how many were removed."""
-        leftovers = [*self.pack_dir.glob(".*.tmp-*"), *(self.root / "tmp").iterdir()]
+        leftovers = [*self.pack_dir.glob(".*.tmp-*"), *(self.root / "tmp").glob("*")]
         for path in leftovers:
             path.unlink(missing_ok=True)
         return len(leftovers)
