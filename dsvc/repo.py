@@ -27,10 +27,11 @@ from dsvc.refs import HEAD, RefStore, check_ref_name
 from dsvc.remote import settings
 from dsvc.repo_diff import Diffs
 from dsvc.repo_metrics import Metrics
-from dsvc.repo_remote import DEFAULT_BRANCH, DSVC_DIR, RemoteMixin
+from dsvc.repo_remote import DEFAULT_BRANCH, RemoteMixin
 from dsvc.store import DiskObjectStore
 from dsvc.workdir.checkout import CheckoutResult, checkout
 from dsvc.workdir.index import Index
+from dsvc.workdir.scan import DSVC_DIR
 from dsvc.workdir.stage import (
     Progress,
     SourceSpec,

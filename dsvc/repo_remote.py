@@ -19,6 +19,7 @@ from dsvc.remote.sync import FetchResult, PushResult
 from dsvc.remote.transfer import Meter, no_meter
 from dsvc.remote.walk import descends
 from dsvc.store import DiskObjectStore
+from dsvc.workdir.scan import DSVC_DIR
 from dsvc.workdir.stage import Progress, empty_roots, no_progress
 
 if TYPE_CHECKING:
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
     from dsvc.workdir.checkout import CheckoutResult
     from dsvc.workdir.index import Index
 
-DSVC_DIR = ".dsvc"
 DEFAULT_BRANCH = "main"
 
 

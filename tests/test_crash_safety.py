@@ -97,7 +97,7 @@ def test_killed_adds_and_commits_never_leave_a_broken_repository(dataset: Path) 
             killed_leftovers.update(leftovers(root))
             data("status", cwd=root)  # readable whatever the moment of the kill
     dsvc("add", ".", cwd=root)
-    assert dsvc("commit", "-m", "done", cwd=root, ok=False).returncode in (0, 1)
+    dsvc("commit", "-m", "done", "--allow-empty", cwd=root)  # a killed commit may already have landed
     status = data("status", cwd=root)
     assert status["clean"] is True and status["head"] is not None
     assert len(data("frames", cwd=root)) == 80

@@ -16,6 +16,7 @@ from dsvc.formats.common import (
     check_folder,
     check_id,
     check_name,
+    check_unique,
     dump_json,
     join,
     load_json,
@@ -165,14 +166,8 @@ def _categories(cats: list[Any], path: str) -> dict[Any, str]:
             raise InvalidInput(
                 f"name must be a non-empty string, got {name!r}", path=path, location=f"{loc}.name"
             )
-        if name in by_name:
-            raise InvalidInput(
-                f"categories[{by_name[name]}] has the same name {name!r}; labels are stored by class name",
-                path=path,
-                location=f"{loc}.name",
-            )
+        check_unique(by_name, name, i, "category name", path, f"{loc}.name")
         names[ident] = name
-        by_name[name] = i
     return names
 
 
@@ -192,18 +187,8 @@ def _images(images: list[Any], path: str) -> tuple[dict[Any, int], list[tuple[st
         name = check_name(fields.pop("file_name"), path, f"{loc}.file_name")
         ident = fields["id"]
         check_id(ident, path, f"{loc}.id")
-        if ident in index:
-            raise InvalidInput(
-                f"duplicate image id {ident!r} (also images[{index[ident]}])", path=path, location=f"{loc}.id"
-            )
-        if name in by_name:
-            raise InvalidInput(
-                f"duplicate file name {name!r} (also images[{by_name[name]}])",
-                path=path,
-                location=f"{loc}.file_name",
-            )
-        index[ident] = i
-        by_name[name] = i
+        check_unique(index, ident, i, "image id", path, f"{loc}.id")
+        check_unique(by_name, name, i, "file name", path, f"{loc}.file_name")
         out.append((name, fields))
     return index, out
 

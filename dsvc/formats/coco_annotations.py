@@ -13,6 +13,7 @@ from dsvc.formats.common import (
     NUMBER_TYPES,
     bbox_from_json,
     check_id,
+    check_unique,
     item_types,
     keypoints_from_json,
     number,
@@ -147,13 +148,7 @@ def _check_unique_ids(ids: list[Any], path: str) -> None:
         return
     first: dict[Any, int] = {}
     for i, ident in enumerate(ids):
-        if ident in first:
-            raise InvalidInput(
-                f"duplicate annotation id {ident!r} (also annotations[{first[ident]}])",
-                path=path,
-                location=f"annotations[{i}].id",
-            )
-        first[ident] = i
+        check_unique(first, ident, i, "annotation id", path, f"annotations[{i}].id")
 
 
 def _check_key(value: Any, table: Mapping[Any, Any], what: str, path: str, location: str) -> None:

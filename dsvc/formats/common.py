@@ -77,6 +77,17 @@ def check_id(value: Any, path: str, location: str) -> None:
         raise InvalidInput(f"id must be an integer or a string, got {value!r}", path=path, location=location)
 
 
+def check_unique(seen: dict[Any, int], key: Any, position: int, what: str, path: str, location: str) -> None:
+    """Record where key first appears in a list; a second appearance is refused, naming the first
+    (`location` is "section[position].field")."""
+    first = seen.setdefault(key, position)
+    if first != position:
+        section = location.split("[", 1)[0]
+        raise InvalidInput(
+            f"duplicate {what} {key!r} (also {section}[{first}])", path=path, location=location
+        )
+
+
 def check_name(name: Any, path: str, location: str, folder: str = "the media folder") -> str:
     """Refuse a name that could leave its folder or alias another, since ids become paths and map keys."""
     if not isinstance(name, str):
