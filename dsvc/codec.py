@@ -95,6 +95,11 @@ def encode(value: Any) -> bytes:
         raise ValueError(f"cannot encode value: {exc}") from None
 
 
+def array_header(length: int) -> bytes:
+    """The msgpack header of an array of `length` items: followed by their encodings, an encoded array."""
+    return msgpack.Packer().pack_array_header(length)  # type: ignore[no-any-return]
+
+
 def decode(data: bytes | memoryview) -> Any:
     """Decode msgpack bytes (arrays become tuples, ready for frozen objects); malformed input raises
     CorruptObject."""

@@ -140,9 +140,30 @@ class Labels(StoredObject):
         (annotations,) = values
         return cls(tuple(trusted_from_value(a) for a in annotations))
 
+    @classmethod
+    def from_encoded_annotations(cls, encoded: list[bytes]) -> Labels:
+        """Labels from the canonical encoding of each annotation's value (`Annotation.to_value`), which
+        a parser of a million annotations builds without Annotation objects. The encodings become the
+        object's bytes as they are; the annotations are decoded only if something reads them."""
+        labels = object.__new__(cls)
+        labels.__dict__["_encoded"] = b"".join((LABELS_PREFIX, codec.array_header(len(encoded)), *encoded))
+        return labels
+
+    def __getattr__(self, name: str) -> Any:
+        # Reached only when `annotations` is unset: Labels from from_encoded_annotations, until first read.
+        if name != "annotations" or "_encoded" not in self.__dict__:
+            raise AttributeError(name)
+        _, _, annotations = codec.decode(self.__dict__["_encoded"])
+        decoded = tuple(trusted_from_value(a) for a in annotations)
+        self.__dict__["annotations"] = decoded
+        return decoded
+
     def validated(self) -> Labels:
         """The same labels, checked by the validating constructors: for objects that came from outside."""
         return Labels(tuple(Annotation.from_value(a.to_value()) for a in self.annotations))
+
+
+LABELS_PREFIX = codec.array_header(3) + codec.encode(Labels.KIND) + codec.encode(FORMAT_VERSION)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from pycocotools.coco import COCO
 
 from benchmarks import datagen
 from dsvc.errors import InvalidInput, UnsupportedFormat
-from dsvc.formats import FORMATS, FrameRecord, ParsedSource, detect_format, get_format
+from dsvc.formats import FORMATS, FrameRecord, ParsedSource, detect_format, get_format, jsonsplit
 from dsvc.formats.common import check_name
 from dsvc.hashing import ObjectId
 from dsvc.model import RLE, Annotation, BBox, trusted_annotation, trusted_bbox, trusted_rle
@@ -32,6 +32,13 @@ Doc = dict[str, Any]
 
 
 # --- helpers ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["whole", "chunked"])
+def chunking(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run a COCO test twice: its annotations read in one chunk, and one annotation per chunk."""
+    if request.param == "chunked":
+        monkeypatch.setattr(jsonsplit, "CHUNK", 1)
 
 
 def _stored(obj: Any) -> Any:
@@ -143,6 +150,7 @@ def _coco_root(tmp_path: Path, doc: Doc, name: str = "root") -> Path:
     return root
 
 
+@pytest.mark.usefixtures("chunking")
 def test_coco_parses_images_annotations_and_dataset_fields(tmp_path: Path) -> None:
     parsed = get_format("coco").parse("ann/coco.json", "img", _coco_root(tmp_path, _coco_doc()))
     by_id = {f.id: f for f in parsed.frames}
@@ -158,7 +166,7 @@ def test_coco_parses_images_annotations_and_dataset_fields(tmp_path: Path) -> No
     one = by_id["a/one.jpg"].labels.annotations
     assert one[0].mask == RLE(2, 4, "04") and one[0].bbox is None and one[0].area is None
     assert one[1].keypoints == (1.0, 1.0, 2.0, 0.0, 0.0, 0.0)
-    assert one[1].attributes == {"segmentation": [], "num_keypoints": 1}
+    assert one[1].attributes == {"segmentation": (), "num_keypoints": 1}  # as decoded from the store
     assert by_id["gone.jpg"].media == () and by_id["gone.jpg"].url == "http://x/gone.jpg"
     assert by_id["flickr.jpg"].url == "http://f/9.jpg"
     assert by_id["gone.jpg"].labels.annotations[0].score == 0.5
@@ -208,6 +216,7 @@ def test_coco_image_info_file_without_annotations_key(tmp_path: Path) -> None:
     assert "annotations" not in orjson.loads((tmp_path / "new/ann/coco.json").read_bytes())
 
 
+@pytest.mark.usefixtures("chunking")
 def test_coco_generated_dataset_round_trip(tmp_path: Path) -> None:
     root = tmp_path / "gen"
     datagen.generate(root, 300, media_size=datagen.MIN_MEDIA_SIZE)
@@ -219,6 +228,7 @@ def test_coco_generated_dataset_round_trip(tmp_path: Path) -> None:
     _assert_same_coco(root / "annotations/instances.json", new_root / "annotations/instances.json")
 
 
+@pytest.mark.usefixtures("chunking")
 def test_coco_real_fixture_round_trip(tmp_path: Path) -> None:
     if not (FIXTURE / "instances_val2014_100.json").is_file():
         pytest.skip("shared COCO fixture not present")
@@ -298,11 +308,15 @@ def coco_docs(draw: st.DrawFn) -> Doc:
 
 
 @settings(max_examples=60)
-@given(doc=coco_docs())
-def test_coco_round_trip_of_random_datasets(tmp_path_factory: pytest.TempPathFactory, doc: Doc) -> None:
+@given(doc=coco_docs(), chunk=st.sampled_from([jsonsplit.CHUNK, 1, 200]))
+def test_coco_round_trip_of_random_datasets(
+    tmp_path_factory: pytest.TempPathFactory, doc: Doc, chunk: int
+) -> None:
     root = tmp_path_factory.mktemp("coco")
     _write(root, {"in/coco.json": orjson.dumps(doc)})
-    parsed = _assert_identity("coco", "in/coco.json", "media", root, root / "out")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(jsonsplit, "CHUNK", chunk)
+        parsed = _assert_identity("coco", "in/coco.json", "media", root, root / "out")
     _assert_same_coco(root / "in/coco.json", root / "out/in/coco.json")
     assert all(
         _stored(f.labels).id == f.labels.id for f in parsed.frames
@@ -394,6 +408,7 @@ COCO_BAD: list[tuple[str, bytes, str]] = [
 @pytest.mark.parametrize(
     ("data", "where"), [case[1:] for case in COCO_BAD], ids=[case[0] for case in COCO_BAD]
 )
+@pytest.mark.usefixtures("chunking")
 def test_coco_refuses_bad_input(tmp_path: Path, data: bytes, where: str) -> None:
     _write(tmp_path, {"ann/coco.json": data})
     with pytest.raises(InvalidInput) as exc:
@@ -401,6 +416,7 @@ def test_coco_refuses_bad_input(tmp_path: Path, data: bytes, where: str) -> None
     _bad(exc, "ann/coco.json", where)
 
 
+@pytest.mark.usefixtures("chunking")
 def test_coco_error_names_nan_and_the_first_bad_annotation(tmp_path: Path) -> None:
     _write(tmp_path, {"a.json": b'{"images": [{"id": 1, "file_name": "x", "w": NaN}]}'})
     with pytest.raises(InvalidInput, match="NaN and Infinity are not JSON numbers"):

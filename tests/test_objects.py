@@ -133,3 +133,12 @@ def test_trusted_decoding_builds_what_validating_decoding_builds(labels: Labels)
             assert getattr(fast, name) == getattr(slow, name) and type(getattr(fast, name)) is type(
                 getattr(slow, name)
             )
+
+
+@given(S.labels)
+def test_labels_from_encoded_annotations_are_the_labels_themselves(labels: Labels) -> None:
+    encoded = [codec.encode(a.to_value()) for a in labels.annotations]
+    built = Labels.from_encoded_annotations(encoded)
+    assert built.encoded == labels.encoded and built.id == labels.id
+    assert built.annotations == decode_object(labels.encoded).annotations  # decoded on first read
+    assert built == decode_object(labels.encoded)

@@ -19,9 +19,9 @@ from dsvc.formats.common import (
     check_unique,
     dump_json,
     join,
-    load_json,
     read_source,
 )
+from dsvc.formats.jsonsplit import SplitDocument, load_split
 from dsvc.gcpause import paused_gc
 from dsvc.objects import Frame, Labels, Source
 
@@ -49,7 +49,7 @@ class CocoFormat:
         media = check_folder(media, source_path, "media folder")
         data = read_source(root, source_path)
         with paused_gc():
-            doc = load_json(data, source_path)
+            doc = load_split(data, source_path, "annotations")
             del data
             parsed = _parse(doc, source_path, media, root)
             del doc  # freed before the collector resumes, so it never scans the JSON tree
@@ -97,40 +97,36 @@ def _document(source: Source, frames: Iterable[tuple[str, Frame, Labels]]) -> di
     return doc
 
 
-def _parse(doc: Any, path: str, media: str, root: Path) -> ParsedSource:
-    """Frames from a loaded COCO document, and the dataset-level data render needs."""
-    if not isinstance(doc, dict):
-        raise InvalidInput(f"a COCO file holds a JSON object, not {type(doc).__name__}", path=path)
-    if PRIVATE in doc:
+def _parse(doc: SplitDocument, path: str, media: str, root: Path) -> ParsedSource:
+    """Frames from a COCO document (its annotations in chunks), and the dataset-level data render needs."""
+    fields = doc.fields
+    if not isinstance(fields, dict):
+        raise InvalidInput(f"a COCO file holds a JSON object, not {type(fields).__name__}", path=path)
+    if PRIVATE in fields:
         raise InvalidInput(f"the top-level key {PRIVATE!r} is reserved by dsvc", path=path, location=PRIVATE)
-    if "images" not in doc:
+    if "images" not in fields:
         raise InvalidInput("missing the 'images' list", path=path)
-    sections = {}
     for key in ("images", "annotations", "categories"):
-        sections[key] = doc.get(key, [])
-        if not isinstance(sections[key], list):
-            raise InvalidInput(
-                f"expected a list, got {type(sections[key]).__name__}", path=path, location=key
-            )
-    names = _categories(sections["categories"], path)
-    index, images = _images(sections["images"], path)
-    per_image, no_crowd = coco_annotations.convert(sections["annotations"], index, names, path)
+        if key in fields and not isinstance(fields[key], list):
+            raise InvalidInput(f"expected a list, got {type(fields[key]).__name__}", path=path, location=key)
+    names = _categories(fields.get("categories", []), path)
+    index, images = _images(fields.pop("images"), path)
+    labels, no_crowd, count = coco_annotations.encode_labels(doc.chunks or (), index, names, path)
     present = _existing(root, media, [name for name, _ in images])
     frames = []
-    for (name, image), labels in zip(images, per_image, strict=True):
+    for (name, image), frame_labels in zip(images, labels, strict=True):
         if name in present:
-            record = FrameRecord(name, (join(media, name),), None, image, Labels(tuple(labels)))
+            record = FrameRecord(name, (join(media, name),), None, image, frame_labels)
         else:
-            record = FrameRecord(name, (), _url(image), image, Labels(tuple(labels)))
+            record = FrameRecord(name, (), _url(image), image, frame_labels)
         frames.append(record)
     frames.sort(key=lambda f: f.id)
-    metadata = {key: value for key, value in doc.items() if key not in ("images", "annotations")}
+    metadata = dict(fields)
     private: dict[str, Any] = {}
-    if "annotations" not in doc:
+    if doc.chunks is None:
         private["annotations"] = False
     if no_crowd:
-        everyone = len(no_crowd) == len(sections["annotations"])
-        private["no_iscrowd"] = True if everyone else sorted(no_crowd, key=id_order)
+        private["no_iscrowd"] = True if len(no_crowd) == count else sorted(no_crowd, key=id_order)
     if private:
         metadata[PRIVATE] = private
     return ParsedSource(frames, metadata)
@@ -183,7 +179,7 @@ def _images(images: list[Any], path: str) -> tuple[dict[Any, int], list[tuple[st
         for key in ("id", "file_name"):
             if key not in image:
                 raise InvalidInput(f"missing required field {key!r}", path=path, location=loc)
-        fields = dict(image)
+        fields = image  # parsed for this call alone: taken apart in place, which saves a copy per image
         name = check_name(fields.pop("file_name"), path, f"{loc}.file_name")
         ident = fields["id"]
         check_id(ident, path, f"{loc}.id")

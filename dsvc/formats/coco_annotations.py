@@ -4,9 +4,11 @@ checked afterwards in bulk at C speed, and only on failure does a precise pass n
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NoReturn
 
+from dsvc import codec
+from dsvc.codec import canonical
 from dsvc.errors import InvalidInput
 from dsvc.formats.common import (
     ID_TYPES,
@@ -21,7 +23,8 @@ from dsvc.formats.common import (
     rle_from_json,
     rle_to_json,
 )
-from dsvc.model import Annotation, trusted_annotation, trusted_bbox
+from dsvc.model import Annotation
+from dsvc.objects import Labels
 
 # Fields with a typed place in Annotation (image_id and category_id become the frame and the class);
 # every other field of an annotation is kept in Annotation.attributes.
@@ -34,26 +37,57 @@ _MISSING: Any = object()
 _ERRORS = (KeyError, TypeError, ValueError, AttributeError)
 
 
-def convert(
-    anns: list[Any], images: Mapping[Any, int], names: Mapping[Any, str], path: str
-) -> tuple[list[list[Annotation]], list[Any]]:
-    """Group annotations by image position, in source order; also return the ids of those without
-    iscrowd, so render can leave the field out again."""
-    per_image: list[list[Annotation]] = [[] for _ in range(len(images))]
-    lists: list[Sequence[Any]] = []  # boxes and keypoints, their number types checked in one C pass
-    rings: list[Sequence[Any]] = []
-    scalars: list[Any] = []
+def encode_labels(
+    chunks: Iterable[list[Any]], images: Mapping[Any, int], names: Mapping[Any, str], path: str
+) -> tuple[list[Labels], list[Any], int]:
+    """Each image's labels, by image position, from the annotations array read chunk by chunk; also the
+    ids of annotations without iscrowd, so render can leave the field out again, and how many there were.
+
+    Annotations go straight to their stored bytes (`Labels.from_encoded_annotations`), never through
+    Annotation objects: a million of those would take gigabytes, their encodings a tenth of that."""
+    per_image: list[list[bytes]] = [[] for _ in range(len(images))]
     ids: list[Any] = []
     no_crowd: list[Any] = []
+    first = 0
+    for chunk in chunks:
+        encoded = _encode_chunk(chunk, first, images, names, path, ids, no_crowd)
+        for position, value in encoded:
+            per_image[position].append(value)
+        first += len(chunk)
+    _check_unique_ids(ids, path)
+    labels = []
+    for i, values in enumerate(per_image):
+        labels.append(Labels.from_encoded_annotations(values))
+        per_image[i] = []  # the encodings are now the Labels' bytes; drop the copies as we go
+    return labels, no_crowd, len(ids)
+
+
+def _encode_chunk(
+    anns: list[Any],
+    first: int,
+    images: Mapping[Any, int],
+    names: Mapping[Any, str],
+    path: str,
+    ids: list[Any],
+    no_crowd: list[Any],
+) -> list[tuple[int, bytes]]:
+    """(image position, encoded annotation) per annotation of one chunk; the number types are checked
+    after the loop, at C speed, and only a failure walks the chunk again to name the bad field."""
+    lists: list[Sequence[Any]] = []  # boxes and keypoints
+    rings: list[Sequence[Any]] = []
+    scalars: list[Any] = []
+    chunk_ids: list[Any] = []
+    chunk_no_crowd: list[Any] = []
+    pending: list[tuple[int, list[Any]]] = []
     get = dict.get
     for i, a in enumerate(anns):
         try:
             ident = a["id"]
-            ids.append(ident)
-            frame = per_image[images[a["image_id"]]]
+            chunk_ids.append(ident)
+            position = images[a["image_id"]]
             label = names[a["category_id"]]
             known = 3
-            bbox = mask = poly = kps = area = score = None
+            bbox = poly = mask = kps = area = score = None
             attributes: dict[str, Any] = {}
             v = get(a, "bbox", _MISSING)
             if v is not _MISSING:
@@ -62,7 +96,7 @@ def convert(
                 if w < 0 or h < 0:
                     raise ValueError("negative size")
                 lists.append(v)
-                bbox = trusted_bbox(float(x), float(y), float(w), float(h))
+                bbox = [float(x), float(y), float(w), float(h)]
             v = get(a, "segmentation", _MISSING)
             if type(v) is list:
                 if v:
@@ -71,12 +105,12 @@ def convert(
                         if type(ring) is not list or len(ring) < 6 or len(ring) & 1:
                             raise ValueError("bad ring")
                     rings += v
-                    poly = tuple(map(tuple, v))
+                    poly = v
                 else:
                     attributes["segmentation"] = v  # an empty segmentation has no typed form
             elif type(v) is dict:
                 known += 1
-                mask = rle_from_json(v, path, f"annotations[{i}].segmentation")
+                mask = rle_from_json(v, path, f"annotations[{first + i}].segmentation").to_value()
             elif v is not _MISSING:
                 raise TypeError("bad segmentation")
             v = get(a, "area", _MISSING)
@@ -88,7 +122,7 @@ def convert(
                 area = float(v)
             v = get(a, "iscrowd", _MISSING)
             if v is _MISSING:
-                no_crowd.append(ident)
+                chunk_no_crowd.append(ident)
                 crowd = False
             else:
                 known += 1
@@ -99,7 +133,7 @@ def convert(
                 if type(v) is not list or len(v) % 3:
                     raise ValueError("bad keypoints")
                 lists.append(v)
-                kps = tuple(map(float, v))
+                kps = list(map(float, v))
             v = get(a, "score", _MISSING)
             if v is not _MISSING:
                 known += 1
@@ -107,38 +141,31 @@ def convert(
                 score = float(v)
             if len(a) != known:
                 attributes.update((k, v) for k, v in a.items() if k not in TYPED)
-            frame.append(
-                trusted_annotation(label, ident, bbox, poly, mask, kps, crowd, area, score, attributes)
-            )
+                attributes = canonical(attributes)
+            pending.append((position, [label, ident, bbox, poly, mask, kps, crowd, area, score, attributes]))
         except _ERRORS:
-            _locate(anns, i + 1, images, names, path)
+            _locate(anns, first, i + 1, images, names, path)
     ring_types = item_types(rings)
     if not (
         item_types(lists) | ring_types | set(map(type, scalars)) <= NUMBER_TYPES
-        and set(map(type, ids)) <= ID_TYPES
+        and set(map(type, chunk_ids)) <= ID_TYPES
     ):
-        _locate(anns, len(anns), images, names, path)
-    if int in ring_types:
-        per_image = [[_float_polygon(ann) for ann in frame] for frame in per_image]
-    _check_unique_ids(ids, path)
-    return per_image, no_crowd
-
-
-def _float_polygon(ann: Annotation) -> Annotation:
-    """Make integer polygon coordinates floats, as the model stores them (the fast pass kept them as is)."""
-    if ann.polygon is None:
-        return ann
-    rings = tuple(tuple(map(float, ring)) for ring in ann.polygon)
-    fields = (ann.bbox, rings, ann.mask, ann.keypoints, ann.iscrowd, ann.area, ann.score, ann.attributes)
-    return trusted_annotation(ann.label, ann.id, *fields)
+        _locate(anns, first, len(anns), images, names, path)
+    if int in ring_types:  # stored coordinates are floats, whatever the file wrote
+        for _, value in pending:
+            if value[3] is not None:
+                value[3] = [list(map(float, ring)) for ring in value[3]]
+    ids += chunk_ids
+    no_crowd += chunk_no_crowd
+    return [(position, codec.encode(value)) for position, value in pending]
 
 
 def _locate(
-    anns: list[Any], stop: int, images: Mapping[Any, int], names: Mapping[Any, str], path: str
+    anns: list[Any], first: int, stop: int, images: Mapping[Any, int], names: Mapping[Any, str], path: str
 ) -> NoReturn:
-    """Name the first bad annotation before `stop`, where the fast pass found a problem."""
+    """Name the first bad annotation of a chunk before `stop`, where the fast pass found a problem."""
     for i, a in enumerate(anns[:stop]):
-        check(a, i, images, names, path)
+        check(a, first + i, images, names, path)
     raise InvalidInput("malformed annotations", path=path, location="annotations")
 
 
