@@ -142,3 +142,34 @@ def test_labels_from_encoded_annotations_are_the_labels_themselves(labels: Label
     assert built.encoded == labels.encoded and built.id == labels.id
     assert built.annotations == decode_object(labels.encoded).annotations  # decoded on first read
     assert built == decode_object(labels.encoded)
+
+
+def test_map_key_orders_are_remembered_only_for_string_keys() -> None:
+    def expected(*items: object) -> bytes:
+        return b"\x82" + b"".join(codec.encode(v) for v in items)
+
+    assert codec.encode(codec.canonical({1: "a", 2.5: "b"})) == expected(1, "a", 2.5, "b")
+    # True == 1: an order remembered for the keys (1, 2.5) must not be used for (True, 2.5)
+    assert codec.encode(codec.canonical({True: "a", 2.5: "b"})) == expected(True, "a", 2.5, "b")
+    keys = {"bb": 1, "a": 2, "ccc": 3}
+    assert list(codec.canonical(keys)) == list(codec.canonical(dict(reversed(keys.items()))))
+    assert list(codec.canonical(keys)) == ["a", "bb", "ccc"]
+
+
+_payloads = (
+    st.binary(max_size=200)
+    | st.builds(
+        lambda head, n, size: (head + b"label,0.5;" * n)[:size] if size else head,
+        st.sampled_from([b"", b"\xff\xd8\xff", b"\x89PNG"]),
+        st.integers(0, 3000),
+        st.sampled_from([0, 64, 20_000, 4 * codec.PROBE]),
+    )
+    | st.binary(min_size=4 * codec.PROBE, max_size=4 * codec.PROBE + 10)
+)
+
+
+@given(st.lists(st.tuples(_payloads, st.sampled_from([0, 1, 3]), st.booleans()), max_size=12))
+def test_framing_many_at_once_gives_the_bytes_of_framing_each(items: list[tuple[bytes, int, bool]]) -> None:
+    one_by_one = [(codec.frame_blob if blob else codec.frame)(data, level) for data, level, blob in items]
+    assert codec.frame_many(items) == one_by_one
+    assert [codec.unframe(f) for f in codec.frame_many(items)] == [data for data, _, _ in items]

@@ -246,11 +246,8 @@ class ObjectStore(ABC):
         if not pending:
             return
         ids = list(pending)
-        fresh = {}
-        for oid, found in zip(ids, self._has_stored(ids), strict=True):
-            if not found:
-                data, level, blob = pending[oid]
-                fresh[oid] = (codec.frame_blob if blob else codec.frame)(data, level)
+        new = [oid for oid, found in zip(ids, self._has_stored(ids), strict=True) if not found]
+        fresh = dict(zip(new, codec.frame_many([pending[oid] for oid in new]), strict=True))
         if fresh:
             self._write_stored(fresh)
             self.counters.writes += len(fresh)
