@@ -97,6 +97,17 @@ class TestObjectStoreConformance:
             assert store.get(oid) == b"pending"
             assert store.contains(oid)
 
+    def test_drain_writes_out_a_batch_that_still_ends_as_one(self, make_store: Callable[[], tuple]) -> None:
+        store, _ = make_store()
+        with store.batch():
+            first = store.put(b"before the drain")
+            store.drain()
+            assert store.counters.writes == 1 and store.get(first) == b"before the drain"
+            second = store.put(b"after it")
+        assert store.counters.writes == 2 and store.get(second) == b"after it"
+        store.drain()  # outside a batch there is nothing to drain
+        assert store.counters.writes == 2
+
     def test_a_failed_batch_leaves_nothing(self, make_store: Callable[[], tuple], tmp_path: Path) -> None:
         store, _ = make_store()
         media = tmp_path / "m.bin"
@@ -195,6 +206,16 @@ def test_one_batch_writes_one_pack(tmp_path: Path) -> None:
             store.put(b"object %d" % i)
     assert len(list((tmp_path / "objects" / "packs").glob("*.pack"))) == 1
     assert len(list((tmp_path / "objects" / "packs").glob("*.idx"))) == 1
+
+
+def test_a_drained_then_failed_batch_leaves_no_pack(tmp_path: Path) -> None:
+    store = DiskObjectStore.create(tmp_path / "objects")
+    with pytest.raises(RuntimeError), store.batch():
+        oid = store.put(b"drained, then doomed")
+        store.drain()
+        raise RuntimeError("crash")
+    assert not store.contains(oid)
+    assert not list((tmp_path / "objects" / "packs").iterdir())
 
 
 def test_damaged_pack_index_is_refused(tmp_path: Path) -> None:

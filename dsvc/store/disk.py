@@ -224,11 +224,14 @@ class DiskObjectStore(ObjectStore):
         self.loose.begin()
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dsvc-pack-writer")
 
+    def _wait_for_writes(self) -> None:
+        while self._in_flight:
+            self._harvest(wait=True)
+
     def _end_batch(self, commit: bool) -> None:
         assert self._writer is not None
         try:
-            while self._in_flight:
-                self._harvest(wait=True)
+            self._wait_for_writes()
         except BaseException:
             commit = False
             raise

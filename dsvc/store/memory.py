@@ -48,6 +48,9 @@ class MemoryObjectStore(ObjectStore):
     def _begin_batch(self) -> None:
         self._pending_blobs = {}
 
+    def _wait_for_writes(self) -> None:
+        return  # writes are done when _write_stored returns
+
     def _end_batch(self, commit: bool) -> None:
         if commit and self._pending_blobs:
             self.blobs.update(self._pending_blobs)

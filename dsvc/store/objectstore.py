@@ -133,6 +133,10 @@ class ObjectStore(ABC):
     def _end_batch(self, commit: bool) -> None:
         """Make a batch's packs and blobs durable and visible (or drop them)."""
 
+    @abstractmethod
+    def _wait_for_writes(self) -> None:
+        """Wait until packs handed to a background writer are written."""
+
     # -- structured objects ----------------------------------------------------------------------------
 
     def get(self, oid: ObjectId) -> bytes:
@@ -240,6 +244,14 @@ class ObjectStore(ABC):
         finally:
             self._batch = None
             self._end_batch(committed)
+
+    def drain(self) -> None:
+        """Inside a batch, write out what it holds in memory and wait for the writes, so that the memory
+        is free before a large allocation (parsing a source after reading the media); durability still
+        waits for the batch's end."""
+        if self._batch is not None:
+            self._flush()
+            self._wait_for_writes()
 
     def _flush(self) -> None:
         pending = self._batch or {}

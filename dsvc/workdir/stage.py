@@ -162,6 +162,7 @@ def stage(
     ]
     old_sources = {key.decode() for key, _ in tree.items(store, base["sources"])}
     if changed or old_sources != {s.path for s in specs}:
+        store.drain()  # the media's write buffers are freed before the parse takes its memory
         blobs = {f.scanned.path: (f.blob, f.scanned.size) for f in files}
         _stage_sources(store, root, specs, blobs, require_media, result)
         result.sources_parsed = [s.path for s in specs]
