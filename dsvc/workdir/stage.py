@@ -268,10 +268,11 @@ def _stage_sources(
 ) -> None:
     parsed = parse_sources(root, specs, blobs, require_media)
     result.external_media = parsed.external_media
-    ids = [
-        (fid.encode(), store.put_object(f), store.put_object(lab))
-        for fid, (f, lab, _) in parsed.frames.items()
-    ]
+    ids = []
+    for fid in list(parsed.frames):
+        # Dropped once put: then only the batch holds a frame's objects, until its next pack is written.
+        frame, labels, _ = parsed.frames.pop(fid)
+        ids.append((fid.encode(), store.put_object(frame), store.put_object(labels)))
     result.roots["frames"] = tree.build(store, ((k, f) for k, f, _ in ids))
     result.roots["labels"] = tree.build(store, ((k, lab) for k, _, lab in ids))
     result.roots["sources"] = tree.build(
