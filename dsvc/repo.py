@@ -15,7 +15,7 @@ from dsvc import dataset, history, tree
 from dsvc.atomic import prune_empty_dirs
 from dsvc.config import Config
 from dsvc.diff import FrameChange, FrameDetail, details, frame_change
-from dsvc.errors import BadRevision, DsvcError, InvalidInput, NotARepository, RefConflict
+from dsvc.errors import BadRevision, DsvcError, InvalidInput, LockHeld, NotARepository, RefConflict
 from dsvc.formats import detect_format, get_format
 from dsvc.fsck import FsckReport, fsck
 from dsvc.gcpause import bulk
@@ -30,7 +30,7 @@ from dsvc.repo_metrics import Metrics
 from dsvc.repo_remote import DEFAULT_BRANCH, RemoteMixin
 from dsvc.store import DiskObjectStore
 from dsvc.workdir.checkout import CheckoutResult, checkout
-from dsvc.workdir.index import Index
+from dsvc.workdir.index import Index, StatRow
 from dsvc.workdir.scan import DSVC_DIR
 from dsvc.workdir.stage import (
     Progress,
@@ -267,12 +267,25 @@ class Repo(RemoteMixin):
     def status(self) -> Status:
         staged = self.staged_roots()
         head = self.head_commit()
+        worktree = worktree_changes(self.store, self.index, self.root, self.sources(), staged)
+        if worktree.refresh is not None:
+            self._describe_files(staged["files"], worktree.refresh)
         return Status(
             self.refs.symbolic_target(HEAD),
             head,
             compare_roots(self.store, self.roots_of(head), staged),
-            worktree_changes(self.store, self.index, self.root, self.sources(), staged),
+            worktree.changes,
         )
+
+    def _describe_files(self, files_root: ObjectId, rows: list[StatRow]) -> None:
+        """Record stat entries that describe the staged files map, so the next status is quick; skipped
+        when a writer holds the lock (a status never waits) or staged something else meanwhile."""
+        try:
+            with WriterLock(self.dsvc_dir / "lock", wait_s=0):
+                if self.staged_roots()["files"] == files_root:
+                    self.index.update(stats=rows, replace=True, describes=files_root)
+        except (LockHeld, PermissionError):
+            return
 
     def commit(self, message: str, author: Signature, allow_empty: bool = False) -> ObjectId:
         """Record the staged state as a commit on the current branch (refs move last, by compare-and-swap)."""
@@ -355,14 +368,24 @@ class Repo(RemoteMixin):
         """Bring the working tree, the index and the sources to a commit (the caller holds the lock)."""
         current = self.staged_roots()
         target = self.roots_of(target_commit)
-        dirty = worktree_changes(self.store, self.index, self.root, self.sources(), current)
+        worktree = worktree_changes(self.store, self.index, self.root, self.sources(), current)
+        dirty = worktree.changes
         staged_changes = compare_roots(self.store, self.roots_of(self.head_commit()), current)
         if not force and not staged_changes.empty and current != target:
             raise DsvcError("staged changes would be lost: commit them, or use --force")
         lazy = settings.lazy_media_remote(self.config)
         fetch = (lambda blobs: self.fetch_media_blobs(lazy, blobs)) if lazy else None
         result = checkout(self.store, self.root, current, target, dirty, force, fetch, progress)
-        self.index.update(stats=result.written, forget=result.removed, staged=target, stamps=result.stamps)
+        # The entries described current's files (or are replaced by ones that do); the checkout's
+        # writes and removals are exactly the edits from current to target.
+        self.index.update(
+            stats=[*(worktree.refresh or ()), *result.written],
+            forget=result.removed,
+            staged=target,
+            stamps=result.stamps,
+            describes=target["files"],
+            replace=worktree.refresh is not None,
+        )
         self._sync_sources(target)
         return result
 

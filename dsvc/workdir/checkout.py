@@ -20,7 +20,8 @@ from dsvc.formats import get_format
 from dsvc.hashing import ObjectId
 from dsvc.objects import FileEntry, Source
 from dsvc.store import ObjectStore
-from dsvc.workdir.scan import DSVC_DIR
+from dsvc.workdir.index import StatRow
+from dsvc.workdir.scan import DSVC_DIR, file_mode
 from dsvc.workdir.stage import Progress, SourceSpec, no_progress, owned_paths, source_stamp
 from dsvc.workdir.status import Changes
 
@@ -29,7 +30,7 @@ from dsvc.workdir.status import Changes
 class CheckoutResult:
     """What a checkout wrote, for the stat cache and the report."""
 
-    written: list[tuple[str, int, int, int, ObjectId]] = field(default_factory=list)
+    written: list[StatRow] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     rendered: list[str] = field(default_factory=list)
     stamps: dict[str, bytes | None] = field(default_factory=dict)
@@ -114,7 +115,7 @@ def checkout(
         store.copy_blob(entry.blob, dest)
         os.chmod(dest, entry.mode)
         st = dest.stat()
-        result.written.append((rel, st.st_size, st.st_mtime_ns, st.st_ino, entry.blob))
+        result.written.append((rel, st.st_size, st.st_mtime_ns, st.st_ino, entry.blob, file_mode(st.st_mode)))
     if result.written or result.removed:  # files were written without an fsync each: one sync for all
         sync_filesystem(root)
     _render_sources(store, root, current, target, dirty, force, result)

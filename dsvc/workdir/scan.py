@@ -20,6 +20,7 @@ from dsvc.errors import InvalidInput
 
 DSVC_DIR = ".dsvc"
 IGNORE_FILE = ".dsvcignore"
+EXECUTABLE = statmod.S_IXUSR
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +45,7 @@ def load_ignore(root: Path) -> pathspec.PathSpec[Any] | None:
 
 def file_mode(st_mode: int) -> int:
     """Git's two file modes: executable or not."""
-    return 0o755 if st_mode & statmod.S_IXUSR else 0o644
+    return 0o755 if st_mode & EXECUTABLE else 0o644
 
 
 def _resolve_link(root: Path, path: Path, rel: str) -> os.stat_result:
@@ -56,10 +57,23 @@ def _resolve_link(root: Path, path: Path, rel: str) -> os.stat_result:
     return target.stat()
 
 
+# (size, mtime_ns, inode, mode): what the stat cache compares, as a plain tuple so comparing every file of
+# a large tree is one dict comparison at C speed.
+Stat = tuple[int, int, int, int]
+
+
 def scan(
     root: Path, under: list[str] | None = None, skip: frozenset[str] = frozenset()
 ) -> Iterator[ScannedFile]:
     """Yield the working tree's files (or those under the given relative paths), not ignored, not in skip."""
+    for rel, (size, mtime_ns, ino, mode) in scan_stats(root, under, skip):
+        yield ScannedFile(rel, size, mtime_ns, ino, mode)
+
+
+def scan_stats(
+    root: Path, under: list[str] | None = None, skip: frozenset[str] = frozenset()
+) -> Iterator[tuple[str, Stat]]:
+    """`scan` as (path, stat tuple) pairs: no object per file, for status of large trees."""
     ignore = load_ignore(root)
     starts = under or [""]
     for start in starts:
@@ -76,27 +90,29 @@ def scan(
 
 def _one(
     root: Path, rel: str, ignore: pathspec.PathSpec[Any] | None, skip: frozenset[str]
-) -> ScannedFile | None:
+) -> tuple[str, Stat] | None:
     if rel in skip or rel.split("/")[0] == DSVC_DIR or (ignore is not None and ignore.match_file(rel)):
         return None
     path = root / rel
     st = os.lstat(path)
     if statmod.S_ISLNK(st.st_mode):
         st = _resolve_link(root, path, rel)
-    return ScannedFile(rel, st.st_size, st.st_mtime_ns, st.st_ino, file_mode(st.st_mode))
+    return rel, (st.st_size, st.st_mtime_ns, st.st_ino, file_mode(st.st_mode))
 
 
 def _walk(
     root: Path, start: str, ignore: pathspec.PathSpec[Any] | None, skip: frozenset[str]
-) -> Iterator[ScannedFile]:
+) -> Iterator[tuple[str, Stat]]:
     stack = [start]
+    is_regular = statmod.S_ISREG
     while stack:
         folder = stack.pop()
+        prefix = f"{folder}/" if folder else ""
         with os.scandir(root / folder if folder else root) as entries:
             names = sorted(entries, key=lambda e: e.name)
         subdirs = []
         for entry in names:
-            rel = f"{folder}/{entry.name}" if folder else entry.name
+            rel = prefix + entry.name
             if entry.is_dir(follow_symlinks=False):
                 if rel == DSVC_DIR or (ignore is not None and ignore.match_file(rel + "/")):
                     continue
@@ -108,7 +124,7 @@ def _walk(
                 st = _resolve_link(root, Path(entry.path), rel)
             else:
                 st = entry.stat(follow_symlinks=False)
-                if not statmod.S_ISREG(st.st_mode):
+                if not is_regular(st.st_mode):
                     continue
-            yield ScannedFile(rel, st.st_size, st.st_mtime_ns, st.st_ino, file_mode(st.st_mode))
+            yield rel, (st.st_size, st.st_mtime_ns, st.st_ino, file_mode(st.st_mode))
         stack.extend(reversed(subdirs))

@@ -2,7 +2,9 @@
 
 Both report plain files and frames. A frame counts as modified when its frame object (media, metadata) or
 its labels differ; between two root sets the diff engine (`dsvc.diff`) says which frames. The working-tree
-side reads only files whose stat changed, and parses sources only when one of their files changed.
+side reads only files whose stat changed, and parses sources only when one of their files changed. When
+the stat cache describes the staged files map (`Index.described`), a status where every file's stat
+matches its entry is one scan and one comparison, without reading the map.
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ from typing import Any
 
 from dsvc import tree
 from dsvc.diff.frames import diff_frames
-from dsvc.hashing import ObjectId
+from dsvc.hashing import ObjectId, hash_file
+from dsvc.objects import FileEntry
 from dsvc.store import ObjectStore
-from dsvc.workdir.index import Index
-from dsvc.workdir.scan import scan
+from dsvc.workdir.index import Index, StatRow
+from dsvc.workdir.scan import ScannedFile, Stat, scan_stats
 from dsvc.workdir.stage import (
+    FileState,
     SourceSpec,
     file_entries,
     owned_paths,
@@ -26,6 +30,11 @@ from dsvc.workdir.stage import (
     resolve_files,
     source_stamp,
 )
+
+# Past this fraction of changed files, one walk of the files map is cheaper than a lookup per file.
+WALK_FRACTION = 1 / 32
+# The inode and mtime of a stat entry for a file that differs from the map: no file has them.
+NO_STAT = -1
 
 
 @dataclass
@@ -57,25 +66,29 @@ def compare_roots(store: ObjectStore, a: Mapping[str, ObjectId], b: Mapping[str,
     return changes
 
 
+@dataclass
+class Worktree:
+    """The working tree against the staged state; `refresh` holds stat entries describing the staged
+    files map when the index did not (a writer may record them so the next status is quick)."""
+
+    changes: Changes
+    refresh: list[StatRow] | None = None
+
+
 def worktree_changes(
     store: ObjectStore, index: Index, root: Path, specs: list[SourceSpec], staged: Mapping[str, ObjectId]
-) -> Changes:
+) -> Worktree:
     """The changes from the staged state to the working tree; stores nothing."""
-    changes = Changes()
     owned = owned_paths(root, specs)
-    files = list(resolve_files(root, scan(root, None, owned), index.stat_entries(), None))
-    present = file_entries(files)
-    for key, value in tree.items(store, staged["files"]):
-        now = present.pop(key.decode(), None)
-        if now is None:
-            changes.files["removed"].append(key.decode())
-        elif now != value:
-            changes.files["modified"].append(key.decode())
-    changes.files["added"] = sorted(present)
+    found = dict(scan_stats(root, None, owned))
+    quick = _quick_files(store, index, root, found, staged["files"])
+    result = Worktree(quick) if quick is not None else _walk_files(store, index, root, found, staged["files"])
+    changes = result.changes
     staged_sources = {key.decode() for key, _ in tree.items(store, staged["sources"])}
     stale = [s for s in specs if index.source_stamp(s.path) != source_stamp(root, s, owned_paths(root, [s]))]
     if not stale and staged_sources == {s.path for s in specs}:
-        return changes
+        return result
+    files = _resolve(root, index, found)
     parsed = parse_sources(root, specs, {f.scanned.path: (f.blob, f.scanned.size) for f in files})
     now_frames = {fid.encode(): (frame.id, labels.id) for fid, (frame, labels, _) in parsed.frames.items()}
     labels = dict(tree.items(store, staged["labels"]))
@@ -86,4 +99,62 @@ def worktree_changes(
         elif current != (frame_id, labels.get(key)):
             changes.frames["modified"].append(key.decode())
     changes.frames["added"] = sorted(k.decode() for k in now_frames)
+    return result
+
+
+def _resolve(root: Path, index: Index, found: Mapping[str, Stat]) -> list[FileState]:
+    """Every scanned file with its blob id, from the stat cache or hashed."""
+    scanned = (ScannedFile(path, *st) for path, st in found.items())
+    return list(resolve_files(root, scanned, index.stat_entries(), None))
+
+
+def _quick_files(
+    store: ObjectStore, index: Index, root: Path, found: Mapping[str, Stat], files_root: ObjectId
+) -> Changes | None:
+    """The file changes when the stat cache describes the staged files map: a file whose stat equals
+    its entry's is unchanged without reading the map; the others are hashed and looked up one by one.
+    None when the cache describes another map, or when so much changed that walking the map is cheaper."""
+    if index.described() != files_root:
+        return None
+    cached = index.quick_stats()
+    changes = Changes()
+    if cached == found:
+        return changes
+    differ = [path for path, st in found.items() if cached.get(path) != st]
+    gone = [path for path in cached if path not in found]
+    if len(differ) + len(gone) > max(WALK_FRACTION * len(cached), 1):
+        return None
+    for path in differ:
+        entry = FileEntry(hash_file(root / path), found[path][3], found[path][0]).to_bytes()
+        value = tree.get(store, files_root, path.encode())
+        if value is None:
+            changes.files["added"].append(path)
+        elif value != entry:
+            changes.files["modified"].append(path)
+    changes.files["removed"] = [p for p in gone if tree.get(store, files_root, p.encode()) is not None]
+    for kind in ("added", "modified", "removed"):
+        changes.files[kind].sort()
     return changes
+
+
+def _walk_files(
+    store: ObjectStore, index: Index, root: Path, found: Mapping[str, Stat], files_root: ObjectId
+) -> Worktree:
+    """The file changes by walking the staged files map, with the stat entries that describe it: a file
+    that differs (or is gone) gets an entry no stat matches, so the next quick status looks at it again."""
+    changes = Changes()
+    files = {f.scanned.path: f for f in _resolve(root, index, found)}
+    present = file_entries(files.values())
+    rows: list[StatRow] = []
+    for key, value in tree.items(store, files_root):
+        path = key.decode()
+        now = present.pop(path, None)
+        if now is not None and now == value:
+            s = files[path].scanned
+            rows.append((path, s.size, s.mtime_ns, s.ino, files[path].blob, s.mode))
+            continue
+        changes.files["removed" if now is None else "modified"].append(path)
+        entry = FileEntry.from_bytes(value)
+        rows.append((path, entry.size, NO_STAT, NO_STAT, entry.blob, entry.mode))
+    changes.files["added"] = sorted(present)
+    return Worktree(changes, rows)
