@@ -6,6 +6,7 @@ terminal or the current directory: callers pass paths and identities explicitly.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ from dsvc.repo_diff import Diffs
 from dsvc.repo_metrics import Metrics
 from dsvc.repo_remote import DEFAULT_BRANCH, RemoteMixin
 from dsvc.store import DiskObjectStore
+from dsvc.workdir import renders
 from dsvc.workdir.checkout import CheckoutResult, checkout
 from dsvc.workdir.index import Index, StatRow
 from dsvc.workdir.scan import DSVC_DIR
@@ -225,6 +227,7 @@ class Repo(RemoteMixin):
         under = [self.relative(p) for p in paths] or None
         if under is not None and "" in under:
             under = None
+        began = time.time_ns()
         with self.lock():
             with self.store.batch():
                 result = stage(
@@ -240,7 +243,17 @@ class Repo(RemoteMixin):
             self.index.update(
                 stats=result.stats, forget=result.forget, staged=result.roots, stamps=result.stamps
             )
+            self._keep_parsed(result, began)
         return result
+
+    def _keep_parsed(self, result: StageResult, began_ns: int) -> None:
+        """Put the source files add just parsed in the render cache, so checking out this version
+        copies them back instead of rendering them."""
+        for spec in self.sources():
+            stamp = result.stamps.get(spec.path)
+            name = renders.key(self.store, result.roots, spec.path)
+            if spec.path in result.sources_parsed and stamp is not None and name is not None:
+                renders.keep_parsed(self.dsvc_dir / renders.FOLDER, self.root, spec, name, stamp, began_ns)
 
     def rm(self, paths: Iterable[str], recursive: bool = False) -> list[str]:
         """Delete tracked files (folders with recursive) from the working tree and stage their removal.
@@ -375,7 +388,8 @@ class Repo(RemoteMixin):
             raise DsvcError("staged changes would be lost: commit them, or use --force")
         lazy = settings.lazy_media_remote(self.config)
         fetch = (lambda blobs: self.fetch_media_blobs(lazy, blobs)) if lazy else None
-        result = checkout(self.store, self.root, current, target, dirty, force, fetch, progress)
+        cache = self.dsvc_dir / renders.FOLDER
+        result = checkout(self.store, self.root, current, target, dirty, force, fetch, progress, cache)
         # The entries described current's files (or are replaced by ones that do); the checkout's
         # writes and removals are exactly the edits from current to target.
         self.index.update(
