@@ -229,19 +229,30 @@ class Repo(RemoteMixin):
             under = None
         began = time.time_ns()
         with self.lock():
+            base = self.staged_roots()
+            described = self.index.described() == base["files"]
             with self.store.batch():
                 result = stage(
                     self.store,
                     self.index,
                     self.root,
                     self.sources(),
-                    self.staged_roots(),
+                    base,
                     under,
                     require_media,
                     progress,
                 )
+            # Staging wrote an entry (without a mode) for every file it read and forgot every file it
+            # removed; the entries of paths whose value changed otherwise (a mode) lose their mode too,
+            # and then entries that described the base describe the result.
+            changed = [c.key.decode() for c in tree.diff(self.store, base["files"], result.roots["files"])]
             self.index.update(
-                stats=result.stats, forget=result.forget, staged=result.roots, stamps=result.stamps
+                stats=result.stats,
+                forget=result.forget,
+                staged=result.roots,
+                stamps=result.stamps,
+                untrust=changed if described else (),
+                describes=result.roots["files"] if described else None,
             )
             self._keep_parsed(result, began)
         return result

@@ -115,6 +115,18 @@ class Index:
         )
         return {path: (size, mtime, ino, mode) for path, size, mtime, ino, mode in rows}
 
+    def entries(self, paths: Iterable[str]) -> dict[str, StatEntry]:
+        """The entries of some paths (those the cache has), one lookup each."""
+        found = {}
+        for path in paths:
+            row = self._db.execute(
+                "SELECT size, mtime_ns, ino, blob, recorded_ns FROM stat WHERE path = ?", (path,)
+            ).fetchone()
+            if row is not None:
+                size, mtime, ino, blob, recorded = row
+                found[path] = StatEntry(size, mtime, ino, ObjectId(bytes(blob)), recorded)
+        return found
+
     def described(self) -> ObjectId | None:
         """The files root the stat cache describes entry for entry, if it describes one."""
         raw = self._meta("described")
@@ -141,11 +153,13 @@ class Index:
         forget: Iterable[str] = (),
         staged: Mapping[str, ObjectId] | None = None,
         stamps: Mapping[str, bytes | None] | None = None,
+        untrust: Iterable[str] = (),
         describes: ObjectId | None = None,
         replace: bool = False,
     ) -> None:
-        """Record new stat entries, drop others (with replace, all others), set the staged roots and
-        source stamps, and say which files root the entries now describe (None: unknown): one transaction."""
+        """Record new stat entries, drop others (with replace, all others), forget the modes of some,
+        set the staged roots and source stamps, and say which files root the entries now describe
+        (None: unknown): one transaction."""
         now = time.time_ns()
         db = self._db
         db.execute("BEGIN IMMEDIATE")
@@ -157,6 +171,7 @@ class Index:
                 ((*row[:5], now, row[5] if len(row) > 5 else None) for row in stats),
             ).rowcount
             dropped = db.executemany("DELETE FROM stat WHERE path = ?", ((p,) for p in forget)).rowcount
+            db.executemany("UPDATE stat SET mode = NULL WHERE path = ?", ((p,) for p in untrust))
             if describes is not None:
                 db.execute("INSERT OR REPLACE INTO meta VALUES ('described', ?)", (bytes(describes),))
             elif replace or written > 0 or dropped > 0:

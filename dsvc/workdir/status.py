@@ -16,7 +16,7 @@ from typing import Any
 
 from dsvc import tree
 from dsvc.diff.frames import diff_frames
-from dsvc.hashing import ObjectId, hash_file
+from dsvc.hashing import ObjectId
 from dsvc.objects import FileEntry
 from dsvc.store import ObjectStore
 from dsvc.workdir.index import Index, StatRow
@@ -112,7 +112,8 @@ def _quick_files(
     store: ObjectStore, index: Index, root: Path, found: Mapping[str, Stat], files_root: ObjectId
 ) -> Changes | None:
     """The file changes when the stat cache describes the staged files map: a file whose stat equals
-    its entry's is unchanged without reading the map; the others are hashed and looked up one by one.
+    its entry's is unchanged without reading the map; the others are resolved as staging would (hashed
+    unless only the mode is unknown) and looked up one by one.
     None when the cache describes another map, or when so much changed that walking the map is cheaper."""
     if index.described() != files_root:
         return None
@@ -124,12 +125,13 @@ def _quick_files(
     gone = [path for path in cached if path not in found]
     if len(differ) + len(gone) > max(WALK_FRACTION * len(cached), 1):
         return None
-    for path in differ:
-        entry = FileEntry(hash_file(root / path), found[path][3], found[path][0]).to_bytes()
+    scanned = [ScannedFile(path, *found[path]) for path in differ]
+    for state in resolve_files(root, scanned, index.entries(differ), None):
+        path = state.scanned.path
         value = tree.get(store, files_root, path.encode())
         if value is None:
             changes.files["added"].append(path)
-        elif value != entry:
+        elif value != FileEntry(state.blob, state.scanned.mode, state.scanned.size).to_bytes():
             changes.files["modified"].append(path)
     changes.files["removed"] = [p for p in gone if tree.get(store, files_root, p.encode()) is not None]
     for kind in ("added", "modified", "removed"):
