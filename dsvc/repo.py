@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dsvc import dataset, history, tree
 from dsvc.atomic import prune_empty_dirs
@@ -26,8 +26,6 @@ from dsvc.lock import WriterLock
 from dsvc.objects import Checkpoint, Commit, Frame, Labels, Signature, Source, StoredObject
 from dsvc.refs import HEAD, RefStore, check_ref_name
 from dsvc.remote import settings
-from dsvc.repo_diff import Diffs
-from dsvc.repo_metrics import Metrics
 from dsvc.repo_remote import DEFAULT_BRANCH, RemoteMixin
 from dsvc.store import DiskObjectStore
 from dsvc.workdir import renders
@@ -44,6 +42,10 @@ from dsvc.workdir.stage import (
     tracked_under,
 )
 from dsvc.workdir.status import Changes, compare_roots, worktree_changes
+
+if TYPE_CHECKING:  # imported when used: a status or checkout needs neither diffs nor metrics
+    from dsvc.repo_diff import Diffs
+    from dsvc.repo_metrics import Metrics
 
 REF_FOLDERS = ("refs/heads", "refs/tags", "refs/checkpoints", "refs/inferences", "logs")
 
@@ -392,7 +394,12 @@ class Repo(RemoteMixin):
         """Bring the working tree, the index and the sources to a commit (the caller holds the lock)."""
         current = self.staged_roots()
         target = self.roots_of(target_commit)
-        worktree = worktree_changes(self.store, self.index, self.root, self.sources(), current)
+        described = self.index.described() == current["files"]
+        # Unforced, only local changes to the files the checkout touches matter; forced, every local
+        # change is undone, so every file is looked at.
+        diff = tree.diff(self.store, current["files"], target["files"])
+        touched = None if force else [c.key.decode() for c in diff]
+        worktree = worktree_changes(self.store, self.index, self.root, self.sources(), current, touched)
         dirty = worktree.changes
         staged_changes = compare_roots(self.store, self.roots_of(self.head_commit()), current)
         if not force and not staged_changes.empty and current != target:
@@ -401,15 +408,16 @@ class Repo(RemoteMixin):
         fetch = (lambda blobs: self.fetch_media_blobs(lazy, blobs)) if lazy else None
         cache = self.dsvc_dir / renders.FOLDER
         result = checkout(self.store, self.root, current, target, dirty, force, fetch, progress, cache)
-        # The entries described current's files (or are replaced by ones that do); the checkout's
-        # writes and removals are exactly the edits from current to target.
+        # Entries that described current's files (or replace those that did not) describe target's
+        # after the checkout's writes and removals, which are exactly the edits from one to the other.
+        refresh = worktree.refresh
         self.index.update(
-            stats=[*(worktree.refresh or ()), *result.written],
+            stats=[*(refresh or ()), *result.written],
             forget=result.removed,
             staged=target,
             stamps=result.stamps,
-            describes=target["files"],
-            replace=worktree.refresh is not None,
+            describes=target["files"] if described or refresh is not None else None,
+            replace=refresh is not None,
         )
         self._sync_sources(target)
         return result
@@ -445,11 +453,15 @@ class Repo(RemoteMixin):
     @property
     def diffs(self) -> Diffs:
         """Comparisons of two versions: `repo.diffs.between("v0", "v1")`."""
+        from dsvc.repo_diff import Diffs  # see TYPE_CHECKING above
+
         return Diffs(self)
 
     @property
     def metrics(self) -> Metrics:
         """Inference sets, evaluations and model comparisons: `repo.metrics.evaluate("model_a", "v1")`."""
+        from dsvc.repo_metrics import Metrics  # see TYPE_CHECKING above
+
         return Metrics(self)
 
     def diff(self, a: str | None = None, b: str | None = None) -> Iterator[FrameChange]:

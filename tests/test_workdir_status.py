@@ -13,7 +13,8 @@ import orjson
 import pytest
 
 from benchmarks import datagen
-from dsvc import codec
+from dsvc import codec, tree
+from dsvc.errors import DsvcError
 from dsvc.formats.coco import CocoFormat
 from dsvc.objects import Signature
 from dsvc.repo import Repo
@@ -109,6 +110,7 @@ def test_an_add_keeps_the_description(plain: Repo, hashed: list[str]) -> None:
     flipped = root / "data/5/file_0005.bin"
     flipped.chmod(0o755)
     (root / "data/added.bin").write_bytes(b"added")
+    _old(root / "data/added.bin")  # not racy when staged
     (root / "data/6/file_0006.bin").unlink()
     plain.add()
     assert plain.index.described() == plain.staged_roots()["files"]
@@ -223,6 +225,7 @@ def test_checkout_copies_a_kept_source_back_without_rendering(
 ) -> None:
     repo, v0 = two_versions
     assert len(list((repo.dsvc_dir / renders.FOLDER).iterdir())) == 2  # v0 and v1, kept by add
+    assert repo.status().clean  # and now the stat cache describes v1's files
     result = repo.checkout("v0")
     assert result.rendered == [SOURCE] and renders_done == []
     assert (repo.root / SOURCE).read_bytes() == v0  # the very file v0 was parsed from
@@ -278,3 +281,50 @@ def _coco_content(data: bytes) -> Any:
     """What pycocotools reads: images and annotations by id, and the categories."""
     doc = orjson.loads(data)
     return ({i["id"]: i for i in doc["images"]}, {a["id"]: a for a in doc["annotations"]}, doc["categories"])
+
+
+def test_an_unforced_checkout_looks_only_at_what_it_touches(
+    two_versions: tuple[Repo, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo, _ = two_versions
+    v0 = repo.roots_of(repo.rev_parse("v0", commit=True))
+    touched = {c.key.decode() for c in tree.diff(repo.store, repo.staged_roots()["files"], v0["files"])}
+    kept = sorted(repo.root.glob("images/**/*.jpg"))[0]
+    assert kept.relative_to(repo.root).as_posix() not in touched
+    kept.write_bytes(b"a local edit the checkout does not touch")
+    seen: list[str] = []
+    real = status.scan_stats
+
+    def counting(root: Path, under: Any = None, skip: Any = frozenset()) -> Any:
+        for item in real(root, under, skip):
+            seen.append(item[0])
+            yield item
+
+    monkeypatch.setattr(status, "scan_stats", counting)
+    repo.checkout("v0")
+    assert set(seen) <= touched and len(seen) < len(touched) + 1
+    monkeypatch.undo()
+    assert kept.read_bytes() == b"a local edit the checkout does not touch"
+    assert Repo(repo.root).status().unstaged.files["modified"] == [kept.relative_to(repo.root).as_posix()]
+
+
+def test_an_untracked_file_where_the_target_has_one_is_not_overwritten(
+    two_versions: tuple[Repo, bytes],
+) -> None:
+    repo, _ = two_versions
+    repo.checkout("v0")
+    v1 = repo.roots_of(repo.rev_parse("main", commit=True))
+    added = [
+        c.key.decode()
+        for c in tree.diff(repo.store, repo.staged_roots()["files"], v1["files"])
+        if c.old is None
+    ]
+    squatter = repo.root / added[0]
+    squatter.parent.mkdir(parents=True, exist_ok=True)
+    squatter.write_bytes(b"mine")
+    with pytest.raises(DsvcError, match="local changes would be overwritten"):
+        repo.checkout("main")
+    assert squatter.read_bytes() == b"mine"
+    repo.checkout("main", force=True)
+    assert squatter.read_bytes() != b"mine"
+    assert Repo(repo.root).status().clean

@@ -12,11 +12,12 @@ import stat as statmod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import pathspec
+from typing import TYPE_CHECKING, Any
 
 from dsvc.errors import InvalidInput
+
+if TYPE_CHECKING:
+    import pathspec
 
 DSVC_DIR = ".dsvc"
 IGNORE_FILE = ".dsvcignore"
@@ -40,6 +41,8 @@ def load_ignore(root: Path) -> pathspec.PathSpec[Any] | None:
         lines = (root / IGNORE_FILE).read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
         return None
+    import pathspec  # only trees with ignore rules pay for importing it
+
     return pathspec.PathSpec.from_lines("gitwildmatch", lines)
 
 

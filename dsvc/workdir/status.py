@@ -76,13 +76,23 @@ class Worktree:
 
 
 def worktree_changes(
-    store: ObjectStore, index: Index, root: Path, specs: list[SourceSpec], staged: Mapping[str, ObjectId]
+    store: ObjectStore,
+    index: Index,
+    root: Path,
+    specs: list[SourceSpec],
+    staged: Mapping[str, ObjectId],
+    paths: list[str] | None = None,
 ) -> Worktree:
-    """The changes from the staged state to the working tree; stores nothing."""
+    """The changes from the staged state to the working tree (only at the given paths, files there or
+    under them, if given: what a checkout would touch); stores nothing."""
     owned = owned_paths(root, specs)
-    found = dict(scan_stats(root, None, owned))
-    quick = _quick_files(store, index, root, found, staged["files"])
-    result = Worktree(quick) if quick is not None else _walk_files(store, index, root, found, staged["files"])
+    found = dict(scan_stats(root, paths, owned))
+    if paths is not None:
+        wanted = [p for p in paths if p not in owned and p not in found]
+        result = Worktree(_look_up(store, index, root, found, staged["files"], list(found), wanted))
+    else:
+        quick = _quick_files(store, index, root, found, staged["files"])
+        result = _walk_files(store, index, root, found, staged["files"]) if quick is None else Worktree(quick)
     changes = result.changes
     staged_sources = {key.decode() for key, _ in tree.items(store, staged["sources"])}
     stale = [s for s in specs if index.source_stamp(s.path) != source_stamp(root, s, owned_paths(root, [s]))]
@@ -118,22 +128,36 @@ def _quick_files(
     if index.described() != files_root:
         return None
     cached = index.quick_stats()
-    changes = Changes()
     if cached == found:
-        return changes
+        return Changes()
     differ = [path for path, st in found.items() if cached.get(path) != st]
     gone = [path for path in cached if path not in found]
     if len(differ) + len(gone) > max(WALK_FRACTION * len(cached), 1):
         return None
-    scanned = [ScannedFile(path, *found[path]) for path in differ]
-    for state in resolve_files(root, scanned, index.entries(differ), None):
+    return _look_up(store, index, root, found, files_root, differ, gone)
+
+
+def _look_up(
+    store: ObjectStore,
+    index: Index,
+    root: Path,
+    found: Mapping[str, Stat],
+    files_root: ObjectId,
+    present: list[str],
+    missing: list[str],
+) -> Changes:
+    """The changes of some files, each looked up in the files map: present ones are resolved as staging
+    would (hashed unless their stat entry is trusted), missing ones are removed if the map has them."""
+    changes = Changes()
+    scanned = [ScannedFile(path, *found[path]) for path in present]
+    for state in resolve_files(root, scanned, index.entries(present), None):
         path = state.scanned.path
         value = tree.get(store, files_root, path.encode())
         if value is None:
             changes.files["added"].append(path)
         elif value != FileEntry(state.blob, state.scanned.mode, state.scanned.size).to_bytes():
             changes.files["modified"].append(path)
-    changes.files["removed"] = [p for p in gone if tree.get(store, files_root, p.encode()) is not None]
+    changes.files["removed"] = [p for p in missing if tree.get(store, files_root, p.encode()) is not None]
     for kind in ("added", "modified", "removed"):
         changes.files[kind].sort()
     return changes
