@@ -249,7 +249,8 @@ def test_a_damaged_or_missing_entry_is_rendered_and_kept(
     assert renders_done == [SOURCE]
     rendered = (repo.root / SOURCE).read_bytes()
     assert _coco_content(rendered) == _coco_content(v0)
-    assert renders.load(folder, name) == rendered  # kept for the next checkout
+    assert renders.restore(folder, name, repo.dsvc_dir / "out")  # kept for the next checkout
+    assert (repo.dsvc_dir / "out").read_bytes() == rendered
     repo.checkout("main")
     (folder / name).unlink()
     repo.checkout("v0")
@@ -267,7 +268,8 @@ def test_a_source_written_after_the_add_began_is_not_kept(tmp_path: Path) -> Non
     assert not renders.keep_parsed(tmp_path / "renders", tmp_path, spec, "k", stamp, began)  # stamp moved
     stamp = stage.source_stamp(tmp_path, spec, ["a.json"])
     assert renders.keep_parsed(tmp_path / "renders", tmp_path, spec, "k", stamp, began)
-    assert renders.load(tmp_path / "renders", "k") == b"{}"
+    assert renders.restore(tmp_path / "renders", "k", tmp_path / "out")
+    assert (tmp_path / "out").read_bytes() == b"{}"
 
 
 def test_only_the_newest_entries_are_kept(tmp_path: Path) -> None:

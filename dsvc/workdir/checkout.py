@@ -9,7 +9,7 @@ inside the working tree.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -144,18 +144,18 @@ def _render_sources(
     for path, source in new.items():
         fmt = get_format(source.format)
         name = renders.key(store, target, path)
-        cached = renders.load(cache, name) if cache is not None and name is not None else None
-        if cached is not None:
-            files = {path: cached}
+        if cache is not None and name is not None and renders.restore(cache, name, safe_path(root, path)):
+            files: Collection[str] = {path}
         else:
-            files = fmt.render(source, [f for f in iter_frames(store, target) if f[1].source == path])
-            if cache is not None and name is not None and set(files) == {path}:
-                renders.save(cache, name, files[path])
+            rendered = fmt.render(source, [f for f in iter_frames(store, target) if f[1].source == path])
+            if cache is not None and name is not None and set(rendered) == {path}:
+                renders.save(cache, name, rendered[path])
+            for rel, data in sorted(rendered.items()):
+                out = safe_path(root, rel)
+                out.parent.mkdir(parents=True, exist_ok=True)
+                write_file(out, data)
+            files = rendered.keys()
         stale = fmt.owned_paths(path, root, source.media) - set(files)
-        for rel, data in sorted(files.items()):
-            dest = safe_path(root, rel)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            write_file(dest, data)
         for rel in stale:
             safe_path(root, rel).unlink(missing_ok=True)
         result.rendered.append(path)

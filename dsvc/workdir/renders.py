@@ -18,14 +18,15 @@ from pathlib import Path
 import zstandard
 
 from dsvc import codec, tree
-from dsvc.atomic import write_file
-from dsvc.hashing import ID_SIZE, ObjectId, hash_bytes
+from dsvc.atomic import fsync_dir, naming, start_writeback, temp_name, write_all, write_file
+from dsvc.hashing import ID_SIZE, ObjectId, hash_bytes, hasher
 from dsvc.store import ObjectStore
 from dsvc.workdir.index import RACY_NS
 from dsvc.workdir.stage import SourceSpec, owned_paths, source_stamp
 
 FOLDER = "renders"
 KEPT = 8  # entries: a few versions' worth of each source
+CHUNK = 8 << 20  # bytes decompressed, hashed and written at a time
 LEVEL = 1  # zstd: JSON shrinks ~4x at several hundred MB/s; higher levels cost more than they save
 
 
@@ -37,17 +38,47 @@ def key(store: ObjectStore, roots: Mapping[str, ObjectId], path: str) -> str | N
     return hash_bytes(codec.encode([source, roots["frames"], roots["labels"]])).hex()
 
 
-def load(folder: Path, name: str) -> bytes | None:
-    """The bytes of an entry, verified; None when it is missing or damaged."""
+def restore(folder: Path, name: str, dest: Path, mode: int = 0o644) -> bool:
+    """Write an entry's bytes to dest (temporary name, fsync, rename; its folder made if needed),
+    streaming and hashing them and starting the disk's writeback as they come, so the fsync finds
+    little left; False, with dest untouched, when the entry is missing or damaged."""
     try:
-        stored = (folder / name).read_bytes()
+        handle = open(folder / name, "rb")  # noqa: SIM115 (closed below, after the stream)
     except FileNotFoundError:
-        return None
-    try:
-        data = zstandard.ZstdDecompressor().decompress(stored[ID_SIZE:])
-    except zstandard.ZstdError:
-        return None
-    return data if hash_bytes(data) == stored[:ID_SIZE] else None
+        return False
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_name(dest)
+    h = hasher(threaded=True)
+    with handle:
+        want = handle.read(ID_SIZE)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        try:
+            written = 0
+            for chunk in zstandard.ZstdDecompressor().read_to_iter(handle, write_size=CHUNK):
+                h.update(chunk)
+                write_all(fd, chunk)
+                start_writeback(fd, written, len(chunk))
+                written += len(chunk)
+            intact = h.digest() == want
+            if intact:
+                os.fsync(fd)
+        except zstandard.ZstdError:
+            intact = False
+        except OSError as exc:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise naming(exc, dest) from None
+        except BaseException:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise
+    os.close(fd)
+    if not intact:
+        tmp.unlink()
+        return False
+    os.replace(tmp, dest)
+    fsync_dir(dest.parent)
+    return True
 
 
 def save(folder: Path, name: str, data: bytes) -> None:
