@@ -140,10 +140,12 @@ def test_a_racy_entry_is_hashed_again(repo_dir: Path, hashed: list[str]) -> None
 
 
 def test_many_changes_walk_the_map_instead(plain: Repo, hashed: list[str]) -> None:
-    for f in sorted((plain.root / "data" / "4").iterdir()):
+    for f in sorted((plain.root / "data").rglob("*.bin"))[: status.MIN_LOOKUPS + 1]:
         f.write_bytes(b"rewritten")
     changed = _unstaged(plain)["modified"]
-    assert len(changed) == len(list((plain.root / "data" / "4").iterdir())) > 600 * status.WALK_FRACTION
+    assert len(changed) == status.MIN_LOOKUPS + 1 > 600 * status.WALK_FRACTION
+    # walked, and described again: a file that differs gets an entry no stat matches
+    assert Repo(plain.root).index.quick_stats()[changed[0]][2] == status.NO_STAT
     assert Repo(plain.root).index.described() == plain.staged_roots()["files"]
 
 

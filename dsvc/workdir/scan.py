@@ -11,6 +11,7 @@ import os
 import stat as statmod
 from collections.abc import Iterator
 from dataclasses import dataclass
+from operator import attrgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 DSVC_DIR = ".dsvc"
 IGNORE_FILE = ".dsvcignore"
 EXECUTABLE = statmod.S_IXUSR
+BY_NAME = attrgetter("name")  # a sort key without a Python call per entry
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +114,7 @@ def _walk(
         folder = stack.pop()
         prefix = f"{folder}/" if folder else ""
         with os.scandir(root / folder if folder else root) as entries:
-            names = sorted(entries, key=lambda e: e.name)
+            names = sorted(entries, key=BY_NAME)
         subdirs = []
         for entry in names:
             rel = prefix + entry.name

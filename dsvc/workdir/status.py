@@ -31,8 +31,10 @@ from dsvc.workdir.stage import (
     source_stamp,
 )
 
-# Past this fraction of changed files, one walk of the files map is cheaper than a lookup per file.
+# Past this fraction of a map's entries (and this many), one walk of the files map is cheaper than a
+# lookup per file (a walk decodes every entry once, a lookup a few nodes).
 WALK_FRACTION = 1 / 32
+MIN_LOOKUPS = 64
 # The inode and mtime of a stat entry for a file that differs from the map: no file has them.
 NO_STAT = -1
 
@@ -84,7 +86,10 @@ def worktree_changes(
     paths: list[str] | None = None,
 ) -> Worktree:
     """The changes from the staged state to the working tree (only at the given paths, files there or
-    under them, if given: what a checkout would touch); stores nothing."""
+    under them, if given: what a checkout would touch; unless they are too many to look up one by one);
+    stores nothing."""
+    if paths is not None and not _few(len(paths), tree.length(store, staged["files"])):
+        paths = None
     owned = owned_paths(root, specs)
     found = dict(scan_stats(root, paths, owned))
     if paths is not None:
@@ -112,6 +117,11 @@ def worktree_changes(
     return result
 
 
+def _few(lookups: int, entries: int) -> bool:
+    """Whether looking paths up one by one is cheaper than walking a map of this many entries."""
+    return lookups <= max(WALK_FRACTION * entries, MIN_LOOKUPS)
+
+
 def _resolve(root: Path, index: Index, found: Mapping[str, Stat]) -> list[FileState]:
     """Every scanned file with its blob id, from the stat cache or hashed."""
     scanned = (ScannedFile(path, *st) for path, st in found.items())
@@ -132,7 +142,7 @@ def _quick_files(
         return Changes()
     differ = [path for path, st in found.items() if cached.get(path) != st]
     gone = [path for path in cached if path not in found]
-    if len(differ) + len(gone) > max(WALK_FRACTION * len(cached), 1):
+    if not _few(len(differ) + len(gone), len(cached)):
         return None
     return _look_up(store, index, root, found, files_root, differ, gone)
 
