@@ -25,6 +25,7 @@ from dsvc.workdir.index import RACY_NS
 from dsvc.workdir.stage import SourceSpec, owned_paths, source_stamp
 
 FOLDER = "renders"
+VERSION = 1  # in every key: a dsvc whose renders differ starts from an empty cache
 KEPT = 8  # entries: a few versions' worth of each source
 CHUNK = 8 << 20  # bytes decompressed, hashed and written at a time
 LEVEL = 1  # zstd: JSON shrinks ~4x at several hundred MB/s; higher levels cost more than they save
@@ -35,7 +36,7 @@ def key(store: ObjectStore, roots: Mapping[str, ObjectId], path: str) -> str | N
     source = tree.get(store, roots["sources"], path.encode())
     if source is None:
         return None
-    return hash_bytes(codec.encode([source, roots["frames"], roots["labels"]])).hex()
+    return hash_bytes(codec.encode([VERSION, source, roots["frames"], roots["labels"]])).hex()
 
 
 def restore(folder: Path, name: str, dest: Path, mode: int = 0o644) -> bool:
