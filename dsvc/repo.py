@@ -30,7 +30,7 @@ from dsvc.repo_remote import DEFAULT_BRANCH, RemoteMixin
 from dsvc.store import DiskObjectStore
 from dsvc.workdir import renders
 from dsvc.workdir.checkout import CheckoutResult, checkout
-from dsvc.workdir.index import Index, StatRow
+from dsvc.workdir.index import Index
 from dsvc.workdir.scan import DSVC_DIR
 from dsvc.workdir.stage import (
     Progress,
@@ -41,7 +41,7 @@ from dsvc.workdir.stage import (
     stage,
     tracked_under,
 )
-from dsvc.workdir.status import Changes, compare_roots, worktree_changes
+from dsvc.workdir.status import Changes, Worktree, compare_roots, worktree_changes
 
 if TYPE_CHECKING:  # imported when used: a status or checkout needs neither diffs nor metrics
     from dsvc.repo_diff import Diffs
@@ -294,8 +294,8 @@ class Repo(RemoteMixin):
         staged = self.staged_roots()
         head = self.head_commit()
         worktree = worktree_changes(self.store, self.index, self.root, self.sources(), staged)
-        if worktree.refresh is not None:
-            self._describe_files(staged["files"], worktree.refresh)
+        if worktree.rows:
+            self._record_stats(staged["files"], worktree)
         return Status(
             self.refs.symbolic_target(HEAD),
             head,
@@ -303,13 +303,15 @@ class Repo(RemoteMixin):
             worktree.changes,
         )
 
-    def _describe_files(self, files_root: ObjectId, rows: list[StatRow]) -> None:
-        """Record stat entries that describe the staged files map, so the next status is quick; skipped
-        when a writer holds the lock (a status never waits) or staged something else meanwhile."""
+    def _record_stats(self, files_root: ObjectId, worktree: Worktree) -> None:
+        """Record the stat entries a status learned, so the next one is quick; skipped when a writer holds
+        the lock (a status never waits) or staged something else meanwhile."""
         try:
             with WriterLock(self.dsvc_dir / "lock", wait_s=0):
-                if self.staged_roots()["files"] == files_root:
-                    self.index.update(stats=rows, replace=True, describes=files_root)
+                if self.staged_roots()["files"] != files_root:
+                    return
+                if worktree.complete or self.index.described() == files_root:
+                    self.index.update(stats=worktree.rows, replace=worktree.complete, describes=files_root)
         except (LockHeld, PermissionError):
             return
 
@@ -410,14 +412,13 @@ class Repo(RemoteMixin):
         result = checkout(self.store, self.root, current, target, dirty, force, fetch, progress, cache)
         # Entries that described current's files (or replace those that did not) describe target's
         # after the checkout's writes and removals, which are exactly the edits from one to the other.
-        refresh = worktree.refresh
         self.index.update(
-            stats=[*(refresh or ()), *result.written],
+            stats=[*worktree.rows, *result.written],
             forget=result.removed,
             staged=target,
             stamps=result.stamps,
-            describes=target["files"] if described or refresh is not None else None,
-            replace=refresh is not None,
+            describes=target["files"] if described or worktree.complete else None,
+            replace=worktree.complete,
         )
         self._sync_sources(target)
         return result

@@ -117,6 +117,7 @@ def test_an_add_keeps_the_description(plain: Repo, hashed: list[str]) -> None:
     hashed.clear()
     assert Repo(root).status().unstaged.empty
     assert hashed == []  # the added file's entry (no mode yet) still gives its blob
+    assert Repo(root).index.quick_stats()["data/added.bin"][3] == 0o644  # recorded: trusted from now on
     flipped.chmod(0o644)  # back to the mode of the entry staging left in place: the entry is not trusted
     assert _unstaged(plain) == {"added": [], "modified": ["data/5/file_0005.bin"], "removed": []}
     plain.add(["data/5"])  # a scoped add

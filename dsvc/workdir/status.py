@@ -70,11 +70,14 @@ def compare_roots(store: ObjectStore, a: Mapping[str, ObjectId], b: Mapping[str,
 
 @dataclass
 class Worktree:
-    """The working tree against the staged state; `refresh` holds stat entries describing the staged
-    files map when the index did not (a writer may record them so the next status is quick)."""
+    """The working tree against the staged state, and stat entries learned on the way that a writer may
+    record: with `complete`, every entry of the staged files map (the cache then describes the map,
+    whatever it held), else entries of files found unchanged after all (a cache that described the map
+    still does, and trusts them next time)."""
 
     changes: Changes
-    refresh: list[StatRow] | None = None
+    rows: list[StatRow] = field(default_factory=list)
+    complete: bool = False
 
 
 def worktree_changes(
@@ -94,10 +97,10 @@ def worktree_changes(
     found = dict(scan_stats(root, paths, owned))
     if paths is not None:
         wanted = [p for p in paths if p not in owned and p not in found]
-        result = Worktree(_look_up(store, index, root, found, staged["files"], list(found), wanted))
+        result = _look_up(store, index, root, found, staged["files"], list(found), wanted)
     else:
         quick = _quick_files(store, index, root, found, staged["files"])
-        result = _walk_files(store, index, root, found, staged["files"]) if quick is None else Worktree(quick)
+        result = _walk_files(store, index, root, found, staged["files"]) if quick is None else quick
     changes = result.changes
     staged_sources = {key.decode() for key, _ in tree.items(store, staged["sources"])}
     stale = [s for s in specs if index.source_stamp(s.path) != source_stamp(root, s, owned_paths(root, [s]))]
@@ -130,7 +133,7 @@ def _resolve(root: Path, index: Index, found: Mapping[str, Stat]) -> list[FileSt
 
 def _quick_files(
     store: ObjectStore, index: Index, root: Path, found: Mapping[str, Stat], files_root: ObjectId
-) -> Changes | None:
+) -> Worktree | None:
     """The file changes when the stat cache describes the staged files map: a file whose stat equals
     its entry's is unchanged without reading the map; the others are resolved as staging would (hashed
     unless only the mode is unknown) and looked up one by one.
@@ -139,7 +142,7 @@ def _quick_files(
         return None
     cached = index.quick_stats()
     if cached == found:
-        return Changes()
+        return Worktree(Changes())
     differ = [path for path, st in found.items() if cached.get(path) != st]
     gone = [path for path in cached if path not in found]
     if not _few(len(differ) + len(gone), len(cached)):
@@ -155,22 +158,25 @@ def _look_up(
     files_root: ObjectId,
     present: list[str],
     missing: list[str],
-) -> Changes:
+) -> Worktree:
     """The changes of some files, each looked up in the files map: present ones are resolved as staging
     would (hashed unless their stat entry is trusted), missing ones are removed if the map has them."""
-    changes = Changes()
+    result = Worktree(Changes())
+    files = result.changes.files
     scanned = [ScannedFile(path, *found[path]) for path in present]
     for state in resolve_files(root, scanned, index.entries(present), None):
-        path = state.scanned.path
-        value = tree.get(store, files_root, path.encode())
+        s = state.scanned
+        value = tree.get(store, files_root, s.path.encode())
         if value is None:
-            changes.files["added"].append(path)
-        elif value != FileEntry(state.blob, state.scanned.mode, state.scanned.size).to_bytes():
-            changes.files["modified"].append(path)
-    changes.files["removed"] = [p for p in missing if tree.get(store, files_root, p.encode()) is not None]
+            files["added"].append(s.path)
+        elif value != FileEntry(state.blob, s.mode, s.size).to_bytes():
+            files["modified"].append(s.path)
+        else:
+            result.rows.append((s.path, s.size, s.mtime_ns, s.ino, state.blob, s.mode))
+    files["removed"] = [p for p in missing if tree.get(store, files_root, p.encode()) is not None]
     for kind in ("added", "modified", "removed"):
-        changes.files[kind].sort()
-    return changes
+        files[kind].sort()
+    return result
 
 
 def _walk_files(
@@ -193,4 +199,4 @@ def _walk_files(
         entry = FileEntry.from_bytes(value)
         rows.append((path, entry.size, NO_STAT, NO_STAT, entry.blob, entry.mode))
     changes.files["added"] = sorted(present)
-    return Worktree(changes, rows)
+    return Worktree(changes, rows, complete=True)
