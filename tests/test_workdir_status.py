@@ -124,6 +124,17 @@ def test_an_add_keeps_the_description(plain: Repo, hashed: list[str]) -> None:
     assert Repo(root).status().unstaged.empty
 
 
+def test_ignored_files_folders_and_odd_entries_are_not_seen(plain: Repo) -> None:
+    root = plain.root
+    (root / ".dsvcignore").write_text("*.tmp\nscratch/\n")
+    (root / "data/x.tmp").write_bytes(b"ignored")
+    (root / "scratch").mkdir()
+    (root / "scratch/a.bin").write_bytes(b"ignored folder")
+    os.mkfifo(root / "data/pipe")
+    (root / "data/link.bin").symlink_to("0/file_0000.bin")
+    assert _unstaged(plain) == {"added": [".dsvcignore", "data/link.bin"], "modified": [], "removed": []}
+
+
 def test_a_racy_entry_is_hashed_again(repo_dir: Path, hashed: list[str]) -> None:
     f = repo_dir / "racy.txt"
     f.write_bytes(b"one")

@@ -80,8 +80,15 @@ def scan_stats(
 ) -> Iterator[tuple[str, Stat]]:
     """`scan` as (path, stat tuple) pairs: no object per file, for status of large trees."""
     ignore = load_ignore(root)
-    starts = under or [""]
-    for start in starts:
+    if under is None:
+        return _walk(root, "", ignore, skip)
+    return _scan_under(root, under, ignore, skip)
+
+
+def _scan_under(
+    root: Path, under: list[str], ignore: pathspec.PathSpec[Any] | None, skip: frozenset[str]
+) -> Iterator[tuple[str, Stat]]:
+    for start in under:
         base = root / start if start else root
         if start and base.is_file():
             found = _one(root, start, ignore, skip)
@@ -109,27 +116,27 @@ def _walk(
     root: Path, start: str, ignore: pathspec.PathSpec[Any] | None, skip: frozenset[str]
 ) -> Iterator[tuple[str, Stat]]:
     stack = [start]
-    is_regular = statmod.S_ISREG
     while stack:
         folder = stack.pop()
         prefix = f"{folder}/" if folder else ""
         with os.scandir(root / folder if folder else root) as entries:
             names = sorted(entries, key=BY_NAME)
         subdirs = []
-        for entry in names:
+        for entry in names:  # regular files first: most entries are, and each test is a call
             rel = prefix + entry.name
-            if entry.is_dir(follow_symlinks=False):
-                if rel == DSVC_DIR or (ignore is not None and ignore.match_file(rel + "/")):
+            if entry.is_file(follow_symlinks=False):
+                if rel in skip or (ignore is not None and ignore.match_file(rel)):
                     continue
-                subdirs.append(rel)
+                st = entry.stat(follow_symlinks=False)
+            elif entry.is_dir(follow_symlinks=False):
+                if rel != DSVC_DIR and (ignore is None or not ignore.match_file(rel + "/")):
+                    subdirs.append(rel)
                 continue
-            if rel in skip or (ignore is not None and ignore.match_file(rel)):
-                continue
-            if entry.is_symlink():
+            elif entry.is_symlink():
+                if rel in skip or (ignore is not None and ignore.match_file(rel)):
+                    continue
                 st = _resolve_link(root, Path(entry.path), rel)
             else:
-                st = entry.stat(follow_symlinks=False)
-                if not is_regular(st.st_mode):
-                    continue
+                continue  # sockets, pipes, devices
             yield rel, (st.st_size, st.st_mtime_ns, st.st_ino, file_mode(st.st_mode))
         stack.extend(reversed(subdirs))
