@@ -344,3 +344,21 @@ def test_an_untracked_file_where_the_target_has_one_is_not_overwritten(
     repo.checkout("main", force=True)
     assert squatter.read_bytes() != b"mine"
     assert Repo(repo.root).status().clean
+
+
+def test_a_touched_source_does_not_block_a_checkout_but_a_changed_one_does(
+    two_versions: tuple[Repo, bytes],
+) -> None:
+    repo, v0 = two_versions
+    source = repo.root / SOURCE
+    v1 = source.read_bytes()
+    os.utime(source)  # a new stamp, the same frames: parsed again, nothing lost
+    repo.checkout("v0")
+    assert source.read_bytes() == v0
+    doc = orjson.loads(source.read_bytes())
+    doc["annotations"] = doc["annotations"][1:]
+    source.write_bytes(orjson.dumps(doc))
+    with pytest.raises(DsvcError, match="frames changed locally"):
+        Repo(repo.root).checkout("main")
+    Repo(repo.root).checkout("main", force=True)
+    assert source.read_bytes() == v1

@@ -96,8 +96,8 @@ def worktree_changes(
     owned = owned_paths(root, specs)
     found = dict(scan_stats(root, paths, owned))
     if paths is not None:
-        wanted = [p for p in paths if p not in owned and p not in found]
-        result = _look_up(store, index, root, found, staged["files"], list(found), wanted)
+        missing = [p for p in paths if p not in owned and p not in found]
+        result = _look_up(store, index, root, found, staged["files"], list(found), missing)
     else:
         quick = _quick_files(store, index, root, found, staged["files"])
         result = _walk_files(store, index, root, found, staged["files"]) if quick is None else quick
@@ -106,6 +106,8 @@ def worktree_changes(
     stale = [s for s in specs if index.source_stamp(s.path) != source_stamp(root, s, owned_paths(root, [s]))]
     if not stale and staged_sources == {s.path for s in specs}:
         return result
+    if paths is not None:  # frames name media anywhere in the tree
+        found = dict(scan_stats(root, None, owned))
     files = _resolve(root, index, found)
     parsed = parse_sources(root, specs, {f.scanned.path: (f.blob, f.scanned.size) for f in files})
     now_frames = {fid.encode(): (frame.id, labels.id) for fid, (frame, labels, _) in parsed.frames.items()}
