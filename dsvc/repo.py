@@ -6,6 +6,7 @@ terminal or the current directory: callers pass paths and identities explicitly.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -312,7 +313,7 @@ class Repo(RemoteMixin):
                     return
                 if worktree.complete or self.index.described() == files_root:
                     self.index.update(stats=worktree.rows, replace=worktree.complete, describes=files_root)
-        except (LockHeld, PermissionError):
+        except (LockHeld, PermissionError, sqlite3.OperationalError):  # a read-only repository
             return
 
     def commit(self, message: str, author: Signature, allow_empty: bool = False) -> ObjectId:
