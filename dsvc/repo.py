@@ -248,13 +248,13 @@ class Repo(RemoteMixin):
             # Staging wrote an entry (without a mode) for every file it read and forgot every file it
             # removed; the entries of paths whose value changed otherwise (a mode) lose their mode too,
             # and then entries that described the base describe the result.
-            changed = [c.key.decode() for c in tree.diff(self.store, base["files"], result.roots["files"])]
+            diff = tree.diff(self.store, base["files"], result.roots["files"]) if described else ()
             self.index.update(
                 stats=result.stats,
                 forget=result.forget,
                 staged=result.roots,
                 stamps=result.stamps,
-                untrust=changed if described else (),
+                untrust=[c.key.decode() for c in diff],
                 describes=result.roots["files"] if described else None,
             )
             self._keep_parsed(result, began)

@@ -4,10 +4,10 @@ Only mutable state lives here, never object bytes. A cached entry is trusted onl
 older than the moment the entry was recorded by more than the file system's timestamp granularity, so a
 file rewritten within the same tick is never mistaken for unchanged ("racy" entries are re-hashed).
 
-The index may also say which `files` root the stat cache describes: then its entries are exactly that
-map's paths, each with that map's blob, mode and size, and a status whose every file matches its entry
-need not read the map at all. Any change to the entries that does not name the root it leads to drops
-the claim.
+The index may also say which `files` root the stat cache describes: then every path of that map has an
+entry, and an entry with a mode carries that map's blob, mode and size (one without is checked), so a
+status whose every file matches its entry need not read the map at all. Any change to the entries that
+does not name the root it leads to drops the claim.
 """
 
 from __future__ import annotations
