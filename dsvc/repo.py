@@ -6,16 +6,18 @@ terminal or the current directory: callers pass paths and identities explicitly.
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dsvc import dataset, history, tree
 from dsvc.atomic import prune_empty_dirs
 from dsvc.config import Config
 from dsvc.diff import FrameChange, FrameDetail, details, frame_change
-from dsvc.errors import BadRevision, DsvcError, InvalidInput, NotARepository, RefConflict
+from dsvc.errors import BadRevision, DsvcError, InvalidInput, LockHeld, NotARepository, RefConflict
 from dsvc.formats import detect_format, get_format
 from dsvc.fsck import FsckReport, fsck
 from dsvc.gcpause import bulk
@@ -25,10 +27,9 @@ from dsvc.lock import WriterLock
 from dsvc.objects import Checkpoint, Commit, Frame, Labels, Signature, Source, StoredObject
 from dsvc.refs import HEAD, RefStore, check_ref_name
 from dsvc.remote import settings
-from dsvc.repo_diff import Diffs
-from dsvc.repo_metrics import Metrics
 from dsvc.repo_remote import DEFAULT_BRANCH, RemoteMixin
 from dsvc.store import DiskObjectStore
+from dsvc.workdir import renders
 from dsvc.workdir.checkout import CheckoutResult, checkout
 from dsvc.workdir.index import Index
 from dsvc.workdir.scan import DSVC_DIR
@@ -41,7 +42,11 @@ from dsvc.workdir.stage import (
     stage,
     tracked_under,
 )
-from dsvc.workdir.status import Changes, compare_roots, worktree_changes
+from dsvc.workdir.status import Changes, Worktree, compare_roots, worktree_changes
+
+if TYPE_CHECKING:  # imported when used: a status or checkout needs neither diffs nor metrics
+    from dsvc.repo_diff import Diffs
+    from dsvc.repo_metrics import Metrics
 
 REF_FOLDERS = ("refs/heads", "refs/tags", "refs/checkpoints", "refs/inferences", "logs")
 
@@ -225,22 +230,44 @@ class Repo(RemoteMixin):
         under = [self.relative(p) for p in paths] or None
         if under is not None and "" in under:
             under = None
+        began = time.time_ns()
         with self.lock():
+            base = self.staged_roots()
+            described = self.index.described() == base["files"]
             with self.store.batch():
                 result = stage(
                     self.store,
                     self.index,
                     self.root,
                     self.sources(),
-                    self.staged_roots(),
+                    base,
                     under,
                     require_media,
                     progress,
                 )
+            # Staging wrote an entry (without a mode) for every file it read and forgot every file it
+            # removed; the entries of paths whose value changed otherwise (a mode) lose their mode too,
+            # and then entries that described the base describe the result.
+            diff = tree.diff(self.store, base["files"], result.roots["files"]) if described else ()
             self.index.update(
-                stats=result.stats, forget=result.forget, staged=result.roots, stamps=result.stamps
+                stats=result.stats,
+                forget=result.forget,
+                staged=result.roots,
+                stamps=result.stamps,
+                untrust=[c.key.decode() for c in diff],
+                describes=result.roots["files"] if described else None,
             )
+            self._keep_parsed(result, began)
         return result
+
+    def _keep_parsed(self, result: StageResult, began_ns: int) -> None:
+        """Put the source files add just parsed in the render cache, so checking out this version
+        copies them back instead of rendering them."""
+        for spec in self.sources():
+            stamp = result.stamps.get(spec.path)
+            name = renders.key(self.store, result.roots, spec.path)
+            if spec.path in result.sources_parsed and stamp is not None and name is not None:
+                renders.keep_parsed(self.dsvc_dir / renders.FOLDER, self.root, spec, name, stamp, began_ns)
 
     def rm(self, paths: Iterable[str], recursive: bool = False) -> list[str]:
         """Delete tracked files (folders with recursive) from the working tree and stage their removal.
@@ -267,12 +294,27 @@ class Repo(RemoteMixin):
     def status(self) -> Status:
         staged = self.staged_roots()
         head = self.head_commit()
+        worktree = worktree_changes(self.store, self.index, self.root, self.sources(), staged)
+        if worktree.rows:
+            self._record_stats(staged["files"], worktree)
         return Status(
             self.refs.symbolic_target(HEAD),
             head,
             compare_roots(self.store, self.roots_of(head), staged),
-            worktree_changes(self.store, self.index, self.root, self.sources(), staged),
+            worktree.changes,
         )
+
+    def _record_stats(self, files_root: ObjectId, worktree: Worktree) -> None:
+        """Record the stat entries a status learned, so the next one is quick; skipped when a writer holds
+        the lock (a status never waits) or staged something else meanwhile."""
+        try:
+            with WriterLock(self.dsvc_dir / "lock", wait_s=0):
+                if self.staged_roots()["files"] != files_root:
+                    return
+                if worktree.complete or self.index.described() == files_root:
+                    self.index.update(stats=worktree.rows, replace=worktree.complete, describes=files_root)
+        except (LockHeld, PermissionError, sqlite3.OperationalError):  # a read-only repository
+            return
 
     def commit(self, message: str, author: Signature, allow_empty: bool = False) -> ObjectId:
         """Record the staged state as a commit on the current branch (refs move last, by compare-and-swap)."""
@@ -355,14 +397,30 @@ class Repo(RemoteMixin):
         """Bring the working tree, the index and the sources to a commit (the caller holds the lock)."""
         current = self.staged_roots()
         target = self.roots_of(target_commit)
-        dirty = worktree_changes(self.store, self.index, self.root, self.sources(), current)
+        described = self.index.described() == current["files"]
+        # Unforced, only local changes to the files the checkout touches matter; forced, every local
+        # change is undone, so every file is looked at.
+        diff = tree.diff(self.store, current["files"], target["files"])
+        touched = None if force else [c.key.decode() for c in diff]
+        worktree = worktree_changes(self.store, self.index, self.root, self.sources(), current, touched)
+        dirty = worktree.changes
         staged_changes = compare_roots(self.store, self.roots_of(self.head_commit()), current)
         if not force and not staged_changes.empty and current != target:
             raise DsvcError("staged changes would be lost: commit them, or use --force")
         lazy = settings.lazy_media_remote(self.config)
         fetch = (lambda blobs: self.fetch_media_blobs(lazy, blobs)) if lazy else None
-        result = checkout(self.store, self.root, current, target, dirty, force, fetch, progress)
-        self.index.update(stats=result.written, forget=result.removed, staged=target, stamps=result.stamps)
+        cache = self.dsvc_dir / renders.FOLDER
+        result = checkout(self.store, self.root, current, target, dirty, force, fetch, progress, cache)
+        # Entries that described current's files (or replace those that did not) describe target's
+        # after the checkout's writes and removals, which are exactly the edits from one to the other.
+        self.index.update(
+            stats=[*worktree.rows, *result.written],
+            forget=result.removed,
+            staged=target,
+            stamps=result.stamps,
+            describes=target["files"] if described or worktree.complete else None,
+            replace=worktree.complete,
+        )
         self._sync_sources(target)
         return result
 
@@ -397,11 +455,15 @@ class Repo(RemoteMixin):
     @property
     def diffs(self) -> Diffs:
         """Comparisons of two versions: `repo.diffs.between("v0", "v1")`."""
+        from dsvc.repo_diff import Diffs  # see TYPE_CHECKING above
+
         return Diffs(self)
 
     @property
     def metrics(self) -> Metrics:
         """Inference sets, evaluations and model comparisons: `repo.metrics.evaluate("model_a", "v1")`."""
+        from dsvc.repo_metrics import Metrics  # see TYPE_CHECKING above
+
         return Metrics(self)
 
     def diff(self, a: str | None = None, b: str | None = None) -> Iterator[FrameChange]:

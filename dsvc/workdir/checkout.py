@@ -1,14 +1,15 @@
 """Checkout: make the working tree match a set of roots, writing only what differs (DESIGN §7).
 
 Plain files that differ are copied from the store (verified), files the target lacks are removed, and
-annotation sources are rendered from the target's frames and labels. Local changes that the checkout would
-overwrite are refused unless forced. Every path is checked to stay inside the working tree.
+annotation sources are copied from the render cache or rendered from the target's frames and labels.
+Local changes that the checkout would overwrite are refused unless forced. Every path is checked to stay
+inside the working tree.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -20,7 +21,9 @@ from dsvc.formats import get_format
 from dsvc.hashing import ObjectId
 from dsvc.objects import FileEntry, Source
 from dsvc.store import ObjectStore
-from dsvc.workdir.scan import DSVC_DIR
+from dsvc.workdir import renders
+from dsvc.workdir.index import StatRow
+from dsvc.workdir.scan import DSVC_DIR, file_mode
 from dsvc.workdir.stage import Progress, SourceSpec, no_progress, owned_paths, source_stamp
 from dsvc.workdir.status import Changes
 
@@ -29,7 +32,7 @@ from dsvc.workdir.status import Changes
 class CheckoutResult:
     """What a checkout wrote, for the stat cache and the report."""
 
-    written: list[tuple[str, int, int, int, ObjectId]] = field(default_factory=list)
+    written: list[StatRow] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     rendered: list[str] = field(default_factory=list)
     stamps: dict[str, bytes | None] = field(default_factory=dict)
@@ -77,11 +80,13 @@ def checkout(
     force: bool = False,
     fetch_blobs: Callable[[list[ObjectId]], object] | None = None,
     progress: Progress = no_progress,
+    cache: Path | None = None,
 ) -> CheckoutResult:
     """Bring the working tree from current to target; refuse to lose local changes unless forced.
 
     `fetch_blobs` is given, once, the blobs to write that the store lacks (a clone without media gets
-    exactly the media of the files it writes)."""
+    exactly the media of the files it writes). `cache` is the render cache folder (`renders`): sources
+    found there are copied, the others rendered and kept there."""
     changes = {c.key: c.new for c in tree.diff(store, current["files"], target["files"])}
     if not force:
         conflicts = _conflicts(store, current, target, dirty, changes)
@@ -114,10 +119,10 @@ def checkout(
         store.copy_blob(entry.blob, dest)
         os.chmod(dest, entry.mode)
         st = dest.stat()
-        result.written.append((rel, st.st_size, st.st_mtime_ns, st.st_ino, entry.blob))
+        result.written.append((rel, st.st_size, st.st_mtime_ns, st.st_ino, entry.blob, file_mode(st.st_mode)))
     if result.written or result.removed:  # files were written without an fsync each: one sync for all
         sync_filesystem(root)
-    _render_sources(store, root, current, target, dirty, force, result)
+    _render_sources(store, root, current, target, dirty, force, result, cache)
     return result
 
 
@@ -129,6 +134,7 @@ def _render_sources(
     dirty: Changes,
     force: bool,
     result: CheckoutResult,
+    cache: Path | None,
 ) -> None:
     same = all(current[c] == target[c] for c in ("sources", "frames", "labels"))
     if same and not (force and any(dirty.frames.values())):
@@ -137,12 +143,19 @@ def _render_sources(
     new = {s.path: s for s in sources_of(store, target)}
     for path, source in new.items():
         fmt = get_format(source.format)
-        files = fmt.render(source, [f for f in iter_frames(store, target) if f[1].source == path])
+        name = renders.key(store, target, path)
+        if cache is not None and name is not None and renders.restore(cache, name, safe_path(root, path)):
+            files: Collection[str] = {path}
+        else:
+            rendered = fmt.render(source, [f for f in iter_frames(store, target) if f[1].source == path])
+            if cache is not None and name is not None and set(rendered) == {path}:
+                renders.save(cache, name, rendered[path])
+            for rel, data in sorted(rendered.items()):
+                out = safe_path(root, rel)
+                out.parent.mkdir(parents=True, exist_ok=True)
+                write_file(out, data)
+            files = rendered.keys()
         stale = fmt.owned_paths(path, root, source.media) - set(files)
-        for rel, data in sorted(files.items()):
-            dest = safe_path(root, rel)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            write_file(dest, data)
         for rel in stale:
             safe_path(root, rel).unlink(missing_ok=True)
         result.rendered.append(path)

@@ -3,6 +3,11 @@
 Only mutable state lives here, never object bytes. A cached entry is trusted only if the file's mtime is
 older than the moment the entry was recorded by more than the file system's timestamp granularity, so a
 file rewritten within the same tick is never mistaken for unchanged ("racy" entries are re-hashed).
+
+The index may also say which `files` root the stat cache describes: then every path of that map has an
+entry, and an entry with a mode carries that map's blob, mode and size (one without is checked), so a
+status whose every file matches its entry need not read the map at all. Any change to the entries that
+does not name the root it leads to drops the claim.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from dsvc import codec
 from dsvc.errors import CorruptObject, UnsupportedFormat
 from dsvc.hashing import ObjectId
 
-INDEX_FORMAT = 1
+INDEX_FORMAT = 2  # 2: the stat cache records file modes, and which files root it describes
 # Coarser than any timestamp granularity Linux file systems have in practice (ext4 ticks are ~4 ms).
 RACY_NS = 20_000_000
 
@@ -25,9 +30,13 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS stat (
     path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, ino INTEGER NOT NULL,
-    blob BLOB NOT NULL, recorded_ns INTEGER NOT NULL
+    blob BLOB NOT NULL, recorded_ns INTEGER NOT NULL, mode INTEGER
 );
 """
+# An entry's stat tuple as `quick_stats` gives it; an untrusted entry gets a mode no file has.
+UNTRUSTED_MODE = -1
+# A stat entry: (path, size, mtime_ns, inode, blob), with the file's mode as a sixth item when known.
+StatRow = tuple[str, int, int, int, ObjectId] | tuple[str, int, int, int, ObjectId, int]
 
 
 @dataclass(frozen=True)
@@ -60,14 +69,26 @@ class Index:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
         version = self._meta("format")
-        if version is None:
-            self._db.execute(
-                "INSERT OR REPLACE INTO meta VALUES ('format', ?)", (codec.encode(INDEX_FORMAT),)
-            )
-        elif codec.decode(version) > INDEX_FORMAT:
+        if version is not None and codec.decode(version) > INDEX_FORMAT:
             raise UnsupportedFormat(
                 f"{path} has format {codec.decode(version)}; this dsvc reads {INDEX_FORMAT}"
             )
+        if version is None or codec.decode(version) < INDEX_FORMAT:
+            self._upgrade()
+
+    def _upgrade(self) -> None:
+        """Bring a new or format-1 index to this format: format 1 lacks the mode column."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            columns = {row[1] for row in db.execute("PRAGMA table_info(stat)")}
+            if "mode" not in columns:
+                db.execute("ALTER TABLE stat ADD COLUMN mode INTEGER")
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('format', ?)", (codec.encode(INDEX_FORMAT),))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         self._db.close()
@@ -83,6 +104,33 @@ class Index:
             path: StatEntry(size, mtime, ino, ObjectId(bytes(blob)), rec)
             for path, size, mtime, ino, blob, rec in rows
         }
+
+    def quick_stats(self) -> dict[str, tuple[int, int, int, int]]:
+        """Every entry's (size, mtime_ns, inode, mode), comparable with `scan_stats` as is: an entry
+        without a mode, or racy, gets UNTRUSTED_MODE so it never equals a file's stat."""
+        rows = self._db.execute(
+            "SELECT path, size, mtime_ns, ino,"
+            " CASE WHEN mode IS NOT NULL AND mtime_ns < recorded_ns - ? THEN mode ELSE ? END FROM stat",
+            (RACY_NS, UNTRUSTED_MODE),
+        )
+        return {path: (size, mtime, ino, mode) for path, size, mtime, ino, mode in rows}
+
+    def entries(self, paths: Iterable[str]) -> dict[str, StatEntry]:
+        """The entries of some paths (those the cache has), one lookup each."""
+        found = {}
+        for path in paths:
+            row = self._db.execute(
+                "SELECT size, mtime_ns, ino, blob, recorded_ns FROM stat WHERE path = ?", (path,)
+            ).fetchone()
+            if row is not None:
+                size, mtime, ino, blob, recorded = row
+                found[path] = StatEntry(size, mtime, ino, ObjectId(bytes(blob)), recorded)
+        return found
+
+    def described(self) -> ObjectId | None:
+        """The files root the stat cache describes entry for entry, if it describes one."""
+        raw = self._meta("described")
+        return None if raw is None else ObjectId(raw)
 
     def staged_roots(self) -> dict[str, ObjectId] | None:
         """The roots `commit` will record, or None when nothing was ever staged."""
@@ -101,21 +149,33 @@ class Index:
     def update(
         self,
         *,
-        stats: Iterable[tuple[str, int, int, int, ObjectId]] = (),
+        stats: Iterable[StatRow] = (),
         forget: Iterable[str] = (),
         staged: Mapping[str, ObjectId] | None = None,
         stamps: Mapping[str, bytes | None] | None = None,
+        untrust: Iterable[str] = (),
+        describes: ObjectId | None = None,
+        replace: bool = False,
     ) -> None:
-        """Record new stat entries, drop others, set the staged roots and source stamps: one transaction."""
+        """Record new stat entries, drop others (with replace, all others), forget the modes of some,
+        set the staged roots and source stamps, and say which files root the entries now describe
+        (None: unknown): one transaction."""
         now = time.time_ns()
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
-            db.executemany(
-                "INSERT OR REPLACE INTO stat VALUES (?, ?, ?, ?, ?, ?)",
-                ((path, size, mtime, ino, blob, now) for path, size, mtime, ino, blob in stats),
-            )
-            db.executemany("DELETE FROM stat WHERE path = ?", ((p,) for p in forget))
+            if replace:
+                db.execute("DELETE FROM stat")
+            written = db.executemany(
+                "INSERT OR REPLACE INTO stat VALUES (?, ?, ?, ?, ?, ?, ?)",
+                ((*row[:5], now, row[5] if len(row) > 5 else None) for row in stats),
+            ).rowcount
+            dropped = db.executemany("DELETE FROM stat WHERE path = ?", ((p,) for p in forget)).rowcount
+            db.executemany("UPDATE stat SET mode = NULL WHERE path = ?", ((p,) for p in untrust))
+            if describes is not None:
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('described', ?)", (bytes(describes),))
+            elif replace or written > 0 or dropped > 0:
+                db.execute("DELETE FROM meta WHERE key = 'described'")
             if staged is not None:
                 db.execute(
                     "INSERT OR REPLACE INTO meta VALUES ('staged', ?)",

@@ -11,15 +11,19 @@ import os
 import stat as statmod
 from collections.abc import Iterator
 from dataclasses import dataclass
+from operator import attrgetter
 from pathlib import Path
-from typing import Any
-
-import pathspec
+from typing import TYPE_CHECKING, Any
 
 from dsvc.errors import InvalidInput
 
+if TYPE_CHECKING:
+    import pathspec
+
 DSVC_DIR = ".dsvc"
 IGNORE_FILE = ".dsvcignore"
+EXECUTABLE = statmod.S_IXUSR
+BY_NAME = attrgetter("name")  # a sort key without a Python call per entry
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,12 +43,14 @@ def load_ignore(root: Path) -> pathspec.PathSpec[Any] | None:
         lines = (root / IGNORE_FILE).read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
         return None
+    import pathspec  # only trees with ignore rules pay for importing it
+
     return pathspec.PathSpec.from_lines("gitwildmatch", lines)
 
 
 def file_mode(st_mode: int) -> int:
     """Git's two file modes: executable or not."""
-    return 0o755 if st_mode & statmod.S_IXUSR else 0o644
+    return 0o755 if st_mode & EXECUTABLE else 0o644
 
 
 def _resolve_link(root: Path, path: Path, rel: str) -> os.stat_result:
@@ -56,13 +62,33 @@ def _resolve_link(root: Path, path: Path, rel: str) -> os.stat_result:
     return target.stat()
 
 
+# (size, mtime_ns, inode, mode): what the stat cache compares, as a plain tuple so comparing every file of
+# a large tree is one dict comparison at C speed.
+Stat = tuple[int, int, int, int]
+
+
 def scan(
     root: Path, under: list[str] | None = None, skip: frozenset[str] = frozenset()
 ) -> Iterator[ScannedFile]:
     """Yield the working tree's files (or those under the given relative paths), not ignored, not in skip."""
+    for rel, (size, mtime_ns, ino, mode) in scan_stats(root, under, skip):
+        yield ScannedFile(rel, size, mtime_ns, ino, mode)
+
+
+def scan_stats(
+    root: Path, under: list[str] | None = None, skip: frozenset[str] = frozenset()
+) -> Iterator[tuple[str, Stat]]:
+    """`scan` as (path, stat tuple) pairs: no object per file, for status of large trees."""
     ignore = load_ignore(root)
-    starts = under or [""]
-    for start in starts:
+    if under is None:
+        return _walk(root, "", ignore, skip)
+    return _scan_under(root, under, ignore, skip)
+
+
+def _scan_under(
+    root: Path, under: list[str], ignore: pathspec.PathSpec[Any] | None, skip: frozenset[str]
+) -> Iterator[tuple[str, Stat]]:
+    for start in under:
         base = root / start if start else root
         if start and base.is_file():
             found = _one(root, start, ignore, skip)
@@ -76,39 +102,41 @@ def scan(
 
 def _one(
     root: Path, rel: str, ignore: pathspec.PathSpec[Any] | None, skip: frozenset[str]
-) -> ScannedFile | None:
+) -> tuple[str, Stat] | None:
     if rel in skip or rel.split("/")[0] == DSVC_DIR or (ignore is not None and ignore.match_file(rel)):
         return None
     path = root / rel
     st = os.lstat(path)
     if statmod.S_ISLNK(st.st_mode):
         st = _resolve_link(root, path, rel)
-    return ScannedFile(rel, st.st_size, st.st_mtime_ns, st.st_ino, file_mode(st.st_mode))
+    return rel, (st.st_size, st.st_mtime_ns, st.st_ino, file_mode(st.st_mode))
 
 
 def _walk(
     root: Path, start: str, ignore: pathspec.PathSpec[Any] | None, skip: frozenset[str]
-) -> Iterator[ScannedFile]:
+) -> Iterator[tuple[str, Stat]]:
     stack = [start]
     while stack:
         folder = stack.pop()
+        prefix = f"{folder}/" if folder else ""
         with os.scandir(root / folder if folder else root) as entries:
-            names = sorted(entries, key=lambda e: e.name)
+            names = sorted(entries, key=BY_NAME)
         subdirs = []
-        for entry in names:
-            rel = f"{folder}/{entry.name}" if folder else entry.name
-            if entry.is_dir(follow_symlinks=False):
-                if rel == DSVC_DIR or (ignore is not None and ignore.match_file(rel + "/")):
+        for entry in names:  # regular files first: most entries are, and each test is a call
+            rel = prefix + entry.name
+            if entry.is_file(follow_symlinks=False):
+                if rel in skip or (ignore is not None and ignore.match_file(rel)):
                     continue
-                subdirs.append(rel)
+                st = entry.stat(follow_symlinks=False)
+            elif entry.is_dir(follow_symlinks=False):
+                if rel != DSVC_DIR and (ignore is None or not ignore.match_file(rel + "/")):
+                    subdirs.append(rel)
                 continue
-            if rel in skip or (ignore is not None and ignore.match_file(rel)):
-                continue
-            if entry.is_symlink():
+            elif entry.is_symlink():
+                if rel in skip or (ignore is not None and ignore.match_file(rel)):
+                    continue
                 st = _resolve_link(root, Path(entry.path), rel)
             else:
-                st = entry.stat(follow_symlinks=False)
-                if not statmod.S_ISREG(st.st_mode):
-                    continue
-            yield ScannedFile(rel, st.st_size, st.st_mtime_ns, st.st_ino, file_mode(st.st_mode))
+                continue  # sockets, pipes, devices
+            yield rel, (st.st_size, st.st_mtime_ns, st.st_ino, file_mode(st.st_mode))
         stack.extend(reversed(subdirs))
