@@ -11,6 +11,8 @@ import ctypes
 import ctypes.util
 import os
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
@@ -42,14 +44,14 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def write_file(path: Path, data: bytes, mode: int = 0o644, durable: bool = True) -> None:
-    """Atomically replace path with data; durable (fsynced, with its folder) unless asked not to."""
+@contextmanager
+def temporary_file(path: Path, mode: int = 0o644) -> Iterator[tuple[int, Path]]:
+    """An open descriptor on a new temporary file beside path, closed on leaving; if the block raises,
+    the file is removed too (and an OSError names path). The caller renames it into place."""
     tmp = temp_name(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
-        write_all(fd, data)
-        if durable:
-            os.fsync(fd)
+        yield fd, tmp
     except OSError as exc:
         os.close(fd)
         tmp.unlink(missing_ok=True)
@@ -59,6 +61,14 @@ def write_file(path: Path, data: bytes, mode: int = 0o644, durable: bool = True)
         tmp.unlink(missing_ok=True)
         raise
     os.close(fd)
+
+
+def write_file(path: Path, data: bytes, mode: int = 0o644, durable: bool = True) -> None:
+    """Atomically replace path with data; durable (fsynced, with its folder) unless asked not to."""
+    with temporary_file(path, mode) as (fd, tmp):
+        write_all(fd, data)
+        if durable:
+            os.fsync(fd)
     os.replace(tmp, path)
     if durable:
         fsync_dir(path.parent)

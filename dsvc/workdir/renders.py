@@ -18,7 +18,7 @@ from pathlib import Path
 import zstandard
 
 from dsvc import codec, tree
-from dsvc.atomic import fsync_dir, naming, start_writeback, temp_name, write_all, write_file
+from dsvc.atomic import fsync_dir, start_writeback, temporary_file, write_all, write_file
 from dsvc.hashing import ID_SIZE, ObjectId, hash_bytes, hasher
 from dsvc.store import ObjectStore
 from dsvc.workdir.index import RACY_NS
@@ -44,36 +44,25 @@ def restore(folder: Path, name: str, dest: Path, mode: int = 0o644) -> bool:
     streaming and hashing them and starting the disk's writeback as they come, so the fsync finds
     little left; False, with dest untouched, when the entry is missing or damaged."""
     try:
-        handle = open(folder / name, "rb")  # noqa: SIM115 (closed below, after the stream)
+        handle = open(folder / name, "rb")  # noqa: SIM115 (the with below closes it)
     except FileNotFoundError:
         return False
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_name(dest)
     h = hasher(threaded=True)
-    with handle:
+    with handle, temporary_file(dest, mode) as (fd, tmp):
         want = handle.read(ID_SIZE)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        written = 0
         try:
-            written = 0
             for chunk in zstandard.ZstdDecompressor().read_to_iter(handle, write_size=CHUNK):
                 h.update(chunk)
                 write_all(fd, chunk)
                 start_writeback(fd, written, len(chunk))
                 written += len(chunk)
             intact = h.digest() == want
-            if intact:
-                os.fsync(fd)
         except zstandard.ZstdError:
             intact = False
-        except OSError as exc:
-            os.close(fd)
-            tmp.unlink(missing_ok=True)
-            raise naming(exc, dest) from None
-        except BaseException:
-            os.close(fd)
-            tmp.unlink(missing_ok=True)
-            raise
-    os.close(fd)
+        if intact:
+            os.fsync(fd)
     if not intact:
         tmp.unlink()
         return False
