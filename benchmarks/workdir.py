@@ -94,6 +94,8 @@ def _tools() -> dict[str, Tool]:
         ["git", "init", "-q"],
         ["git", "config", "user.name", "bench"],
         ["git", "config", "user.email", "bench@example.com"],
+        # No automatic gc: detached after a commit, it would run beside the phases timed next.
+        ["git", "config", "gc.auto", "0"],
     ]
     source = ["source", "add", SOURCE, "--format", "coco", "--media", "images", "-q"]
     dvc_add, git_commit = [dvc, "add", "images", "annotations"], ["git", "commit", "-qm"]
@@ -489,7 +491,8 @@ The dataset is {r["frames"]:,} generated COCO frames of {r["media_size"]:,}-byte
 Three copies of it are versioned side by side: by the dsvc CLI (`dsvc add .`, `commit`,
 `checkpoint create v0`, `status`, `checkout v0`, with the COCO file registered as the source of the images),
 by plain git (`add -A`, `commit`, `status`, `checkout HEAD~1`) and by DVC with its default cache
-(`dvc add images annotations` plus a git commit, `dvc status`, `git checkout HEAD~1 && dvc checkout`).
+(`dvc add images annotations` plus a git commit, `dvc status`, `git checkout HEAD~1 && dvc checkout`),
+both repositories with git's automatic gc off (detached after a commit, it ran beside the next phases).
 Between the status and the incremental commit every copy gets the same mutation:
 {m["relabeled_frames"]:,} frames relabeled and {m["added_frames"]:,} frames added, which modifies
 {m["modified_files"]:,} files and adds {m["added_files"]:,} ({m["changed_bytes"] / MB:,.1f} MB). Each
