@@ -497,8 +497,8 @@ Between the status and the incremental commit every copy gets the same mutation:
 {m["relabeled_frames"]:,} frames relabeled and {m["added_frames"]:,} frames added, which modifies
 {m["modified_files"]:,} files and adds {m["added_files"]:,} ({m["changed_bytes"] / MB:,.1f} MB). Each
 operation is the wall time of its commands as subprocesses, after `sync`; the no-op status is the best of
-{STATUS_REPEAT}. Every checkout is checked to restore v0's files: byte for byte, except that dsvc re-renders
-the COCO file, which must have the same content.
+{STATUS_REPEAT}. Every checkout is checked to restore v0's files: byte for byte, except the COCO file, which
+dsvc copies from its render cache or renders again, and which must have the same content.
 
 The raw peers use no version control: reading and BLAKE3-hashing every file (one thread per small file)
 for the initial commit, the modified and added files for the incremental one, and copying the modified files
