@@ -80,6 +80,7 @@ def test_repeated_keys_keep_the_last_value_as_orjson_does() -> None:
         b'{"items": [1, 2]}}',  # one closer too many
         b'{"items": [1, 2], "b": NaN}',
         b'{"items": [1, 2], "b": tru}',
+        b'{"items": [{"a": 1}\x0c, {"a": 2}]}',  # a form feed is no JSON whitespace, even between chunks
         b"",
     ],
 )

@@ -26,6 +26,7 @@ BLOCK = 1 << 24  # bytes scanned per vectorised step: bounds the scan's temporar
 CHUNK = 1 << 21  # bytes of streamed elements parsed at once (as objects, about 6 times that)
 QUOTE, BACKSLASH = ord('"'), ord("\\")
 OPENERS, CLOSERS = (ord("{"), ord("[")), (ord("}"), ord("]"))
+JSON_SPACE = b" \t\r\n"  # the whitespace JSON allows (bytes.strip would take \x0b and \x0c too)
 FOLD = 0x20  # "[" | FOLD == "{" and "]" | FOLD == "}"; no other byte folds onto either
 
 
@@ -85,7 +86,7 @@ def _whole(data: bytes, path: str, streamed: str) -> SplitDocument:
 
 def _parse_chunks(data: bytes, spans: list[tuple[int, int]], path: str) -> Iterator[list[Any]]:
     for i, (start, end) in enumerate(spans):
-        text = data[start:end].lstrip()
+        text = data[start:end].lstrip(JSON_SPACE)
         if i:  # every chunk after the first starts at the separator after an element
             if not text.startswith(b","):
                 _parse(b"", data, path)
