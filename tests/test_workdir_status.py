@@ -126,13 +126,15 @@ def test_an_add_keeps_the_description(plain: Repo, hashed: list[str]) -> None:
 
 def test_ignored_files_folders_and_odd_entries_are_not_seen(plain: Repo) -> None:
     root = plain.root
-    (root / ".dsvcignore").write_text("*.tmp\nscratch/\n")
+    (root / ".dsvcignore").write_text("*.tmp\n!keep.tmp\nscratch/\n")  # git's rules: the last match wins
     (root / "data/x.tmp").write_bytes(b"ignored")
+    (root / "data/keep.tmp").write_bytes(b"included again")
     (root / "scratch").mkdir()
     (root / "scratch/a.bin").write_bytes(b"ignored folder")
     os.mkfifo(root / "data/pipe")
     (root / "data/link.bin").symlink_to("0/file_0000.bin")
-    assert _unstaged(plain) == {"added": [".dsvcignore", "data/link.bin"], "modified": [], "removed": []}
+    expected = [".dsvcignore", "data/keep.tmp", "data/link.bin"]
+    assert _unstaged(plain) == {"added": expected, "modified": [], "removed": []}
 
 
 def test_a_racy_entry_is_hashed_again(repo_dir: Path, hashed: list[str]) -> None:

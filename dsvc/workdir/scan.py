@@ -45,7 +45,7 @@ def load_ignore(root: Path) -> pathspec.PathSpec[Any] | None:
         return None
     import pathspec  # only trees with ignore rules pay for importing it
 
-    return pathspec.PathSpec.from_lines("gitwildmatch", lines)
+    return pathspec.GitIgnoreSpec.from_lines(lines)  # git's own rules, re-included paths and all
 
 
 def file_mode(st_mode: int) -> int:
