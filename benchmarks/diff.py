@@ -11,7 +11,6 @@ objects (one box moved and re-classed), applied with `tree.apply`, and both vers
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import subprocess
@@ -310,14 +309,11 @@ grows faster than the node count.
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: build and diff every size, print the results, publish the `diff` section."""
     args_list = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.diff", description=__doc__)
+    parser = report.arguments("diff", __doc__, keep="keep the repositories under bench-data/")
     parser.add_argument("--sizes", default="100000,1000000,10000000", help="comma-separated frame counts")
     parser.add_argument("--git-sizes", default="100000", help="sizes of the git peer (0 for none)")
     parser.add_argument("--changes", type=int, default=1000, help="frames relabeled between v0 and v1")
     parser.add_argument("--repeat", type=int, default=5, help="runs per timing; the best counts")
-    parser.add_argument("--keep", action="store_true", help="keep the repositories under bench-data/")
-    parser.add_argument("--json", action="store_true", help="print one JSON object per measurement")
-    parser.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
     args = parser.parse_args(args_list)
     sizes = sorted(int(s) for s in args.sizes.split(","))
     git_sizes = sorted(int(s) for s in args.git_sizes.split(",") if int(s))

@@ -202,12 +202,9 @@ memory is its VmHWM.
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: run the benchmark, print the results, publish the `metrics` section."""
     args_list = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.metrics", description=__doc__)
+    parser = report.arguments("metrics", __doc__, keep="keep the benchmark folder under bench-data/")
     parser.add_argument("--frames", type=int, default=20_000, help="frames of the generated dataset")
     parser.add_argument("--relabel", type=float, default=0.01, help="fraction of frames relabeled")
-    parser.add_argument("--json", action="store_true", help="print the results as one JSON object")
-    parser.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
-    parser.add_argument("--keep", action="store_true", help="keep the benchmark folder under bench-data/")
     parser.add_argument("--worker", nargs=2, metavar=("TOOL", "ROOT"), help=argparse.SUPPRESS)
     args = parser.parse_args(args_list)
     if args.worker:

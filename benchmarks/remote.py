@@ -8,7 +8,6 @@ DVC, and raw obstore transfers of the pack bytes dsvc uploaded (8 threads, one o
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -280,13 +279,10 @@ DVC sends one object per file, dsvc one per 64 MiB pack.
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.remote", description=__doc__)
+    parser = report.arguments("remote", __doc__, keep="keep the benchmark folder under bench-data/")
     parser.add_argument("--frames", type=int, default=50_000, help="frames of the generated dataset")
     parser.add_argument("--media-size", type=int, default=20_000, help="bytes per media file")
     parser.add_argument("--no-dvc", action="store_true", help="skip the DVC peer")
-    parser.add_argument("--json", action="store_true", help="print the results as one JSON object")
-    parser.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
-    parser.add_argument("--keep", action="store_true", help="keep the benchmark folder under bench-data/")
     args = parser.parse_args(args_list)
     (report.ROOT / "bench-data").mkdir(exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="remote-", dir=report.ROOT / "bench-data"))

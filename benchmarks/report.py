@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import gc
 import json
 import os
@@ -23,6 +24,17 @@ and by how its costs grow with the input, next to the acceptance target it must 
 
 Machine: {machine}
 """
+
+
+def arguments(module: str, doc: str | None, keep: str | None = None) -> argparse.ArgumentParser:
+    """A benchmark's command line with the flags every benchmark has: --json and --no-write, and --keep
+    (with its help text) for those that build something under bench-data/."""
+    parser = argparse.ArgumentParser(prog=f"python -m benchmarks.{module}", description=doc)
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
+    if keep is not None:
+        parser.add_argument("--keep", action="store_true", help=keep)
+    return parser
 
 
 def machine() -> dict[str, Any]:

@@ -7,7 +7,6 @@ that is removed at the end; at most two copies of the media exist at once.
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 import tempfile
@@ -317,13 +316,11 @@ are one pass each; lookups are the best of 3. `contains_many` is {speedup:,.0f}x
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: run the benchmark, print the results, publish the `store` section."""
     args_list = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.store", description=__doc__)
+    parser = report.arguments("store", __doc__)
     parser.add_argument("--gb", type=float, default=1.0, help="GB (10^9 bytes) of media files to ingest")
     parser.add_argument("--objects", type=int, default=1_000_000, help="small objects to write and read")
     parser.add_argument("--lookups", type=int, default=100_000, help="ids to look up, half of them stored")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", action="store_true", help="print the results as one JSON object")
-    parser.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
     args = parser.parse_args(args_list)
     if args.gb <= 0 or args.objects < 1 or not 2 <= args.lookups <= 2 * args.objects:
         parser.error("need --gb > 0, --objects >= 1 and 2 <= --lookups <= 2 * --objects")

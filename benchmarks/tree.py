@@ -7,7 +7,6 @@ ids. Every build starts from an empty MemoryObjectStore, so times and node count
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Sequence
@@ -192,12 +191,10 @@ against the edits. Times are the best of 3 runs; node counts are the store write
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: run every size, print the results, publish the `tree` section."""
     args_list = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.tree", description=__doc__)
+    parser = report.arguments("tree", __doc__)
     parser.add_argument("--sizes", default="100000,1000000", help="comma-separated map sizes, smallest first")
     parser.add_argument("--edits", type=int, default=1000, help="edits applied to each map")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", action="store_true", help="print one JSON object per size")
-    parser.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
     args = parser.parse_args(args_list)
     sizes = sorted(int(s) for s in args.sizes.split(","))
     if sizes[0] < 10 or not 10 <= args.edits <= sizes[0] // 2:

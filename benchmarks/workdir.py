@@ -8,7 +8,6 @@ removed at the end unless `--keep`.
 
 from __future__ import annotations
 
-import argparse
 import gc
 import json
 import os
@@ -544,13 +543,10 @@ def run(frames: int, media_size: int, boxes: float, keep: bool) -> dict[str, Any
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: run the benchmark, print the results, publish the `workdir` section."""
     args_list = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.workdir", description=__doc__)
+    parser = report.arguments("workdir", __doc__, keep="keep the benchmark folder under bench-data/")
     parser.add_argument("--frames", type=int, default=100_000, help="frames of the generated dataset")
     parser.add_argument("--media-size", type=int, default=20_000, help="bytes per media file")
     parser.add_argument("--boxes", type=float, default=10.0, help="mean boxes per frame")
-    parser.add_argument("--json", action="store_true", help="print the results as one JSON object")
-    parser.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
-    parser.add_argument("--keep", action="store_true", help="keep the benchmark folder under bench-data/")
     args = parser.parse_args(args_list)
     if not os.access(GNU_TIME, os.X_OK):
         parser.error(f"needs GNU time at {GNU_TIME} to measure peak memory (apt-get install -y time)")
