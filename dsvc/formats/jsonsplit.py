@@ -3,10 +3,10 @@
 A COCO file of a million annotations is a quarter of a gigabyte of JSON and six times that as Python
 objects; parsed whole, the tree alone breaks the memory budget of an add. Here one vectorised pass finds
 every bracket outside a string, which gives the span of each top-level value and of each element of the
-streamed array. Every byte still goes through orjson: the small values and a skeleton of the object whole,
-the streamed array as chunks of whole elements, each parsed and dropped before the next. Anything the pass
-cannot split cleanly (not an object, unbalanced, duplicate keys) is parsed whole, which also gives the
-exact error of a malformed file.
+streamed array. Every value still goes through orjson: the small values and a skeleton of the object whole,
+the streamed array as chunks of whole elements, each parsed and dropped before the next; only the commas
+and whitespace between chunks are checked here. Anything the pass cannot split cleanly (not an object,
+unbalanced, duplicate keys) is parsed whole, which also gives the exact error of a malformed file.
 """
 
 from __future__ import annotations
