@@ -92,6 +92,8 @@ def fsck(store: ObjectStore, refs: RefStore, media: bool = True) -> FsckReport:
     """Verify the whole repository; the report lists every problem found. Without media (a clone that
     fetches media on demand) a blob not here is expected, not a problem."""
     report = FsckReport()
+    for name, message in store.index_problems():
+        report.problems.append(Problem(name, message))
     for oid, message in store.verify():
         report.problems.append(Problem(oid.hex(), message))
     report.objects = sum(1 for _, stored in store.iter_stored() if stored[0] not in codec.BLOB_HEADERS)

@@ -126,10 +126,16 @@ def test_a_corrupted_pack_is_named_by_fsck_and_refused_on_read(repo_dir: Path) -
     assert_one_line_error(dsvc("cat-object", oid.hex(), cwd=repo_dir, ok=None), oid.hex(), "corrupt")
 
 
-def test_a_damaged_pack_index_is_one_line(repo_dir: Path) -> None:
+def test_a_damaged_pack_index_is_named_by_fsck_and_a_truncated_one_is_one_line(repo_dir: Path) -> None:
     _commit_something(repo_dir)
-    for idx in (repo_dir / ".dsvc/objects/packs").glob("*.idx"):
+    indexes = sorted((repo_dir / ".dsvc/objects/packs").glob("*.idx"))
+    for idx in indexes:
         idx.write_bytes(idx.read_bytes()[:-3] + b"xyz")
+    report = json.loads(dsvc("fsck", "--json", cwd=repo_dir, ok=None).stdout)
+    assert sorted(p["id"] for p in report["problems"]) == [idx.name for idx in indexes]
+    assert all("damaged (checksum mismatch)" in p["problem"] for p in report["problems"])
+    for idx in indexes:
+        idx.write_bytes(idx.read_bytes()[:-1])
     assert_one_line_error(dsvc("cat-object", "HEAD", cwd=repo_dir, ok=None), "pack index", "damaged")
 
 

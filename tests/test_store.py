@@ -218,14 +218,40 @@ def test_a_drained_then_failed_batch_leaves_no_pack(tmp_path: Path) -> None:
     assert not list((tmp_path / "objects" / "packs").iterdir())
 
 
-def test_damaged_pack_index_is_refused(tmp_path: Path) -> None:
+# Byte positions in a one-entry index: the fanout table, the id, the offset, the length.
+INDEX_REGIONS = {"fanout": 16 + 4 * 200, "id": 1040 + 5, "offset": 1072, "length": 1080}
+
+
+@pytest.mark.parametrize("region", INDEX_REGIONS)
+def test_a_damaged_pack_index_is_named_by_its_checksum_and_never_yields_wrong_bytes(
+    tmp_path: Path, region: str
+) -> None:
     store = DiskObjectStore.create(tmp_path / "objects")
-    store.put(b"x" * 100)
+    content = b"x" * 100
+    oid = store.put(content)
     (idx,) = (tmp_path / "objects" / "packs").glob("*.idx")
     data = bytearray(idx.read_bytes())
-    data[40] ^= 1
+    data[INDEX_REGIONS[region]] ^= 0x41
     idx.write_bytes(bytes(data))
     with pytest.raises(CorruptObject, match="damaged"):
+        PackIndex.parse(bytes(data), idx.stem)  # how an index a remote sends is read
+    reopened = DiskObjectStore(tmp_path / "objects")  # opening maps the index without hashing it
+    assert [name for name, _ in reopened.index_problems()] == [idx.name]
+    try:
+        assert reopened.get(oid) == content
+    except (CorruptObject, ObjectMissing):
+        pass  # refused, as it should be: what matters is that no other bytes come back
+
+
+def test_a_truncated_pack_index_is_refused_on_open(tmp_path: Path) -> None:
+    store = DiskObjectStore.create(tmp_path / "objects")
+    store.put(b"z" * 100)
+    (idx,) = (tmp_path / "objects" / "packs").glob("*.idx")
+    idx.write_bytes(idx.read_bytes()[:-1])
+    with pytest.raises(CorruptObject, match="damaged"):
+        PackIndex.load(idx)
+    idx.write_bytes(b"")
+    with pytest.raises(CorruptObject, match="truncated"):
         PackIndex.load(idx)
 
 

@@ -185,6 +185,12 @@ class DiskObjectStore(ObjectStore):
                 break
         return [bool(f) for f in found]
 
+    def index_problems(self) -> Iterator[tuple[str, str]]:
+        for reader in self.packs():
+            problem = reader.index.checksum_problem()
+            if problem is not None:
+                yield f"{reader.index.name}.idx", problem
+
     def iter_stored(self) -> Iterator[tuple[ObjectId, bytes]]:
         for reader in self.packs():
             yield from reader.iter_entries()

@@ -363,6 +363,11 @@ class ObjectStore(ABC):
 
     # -- verification ----------------------------------------------------------------------------------
 
+    def index_problems(self) -> Iterator[tuple[str, str]]:
+        """Check the store's own index files, which reads trust; yield (file, problem). Stores that keep
+        no index files have nothing to check."""
+        return iter(())
+
     def verify(self) -> Iterator[tuple[ObjectId, str]]:
         """Check every stored object and blob; yield (id, problem) for each bad one."""
         for oid, stored in self.iter_stored():

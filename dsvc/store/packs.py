@@ -1,8 +1,11 @@
 """Pack files and their sorted indexes: many small objects in one file, found by binary search.
 
 A pack is a header followed by framed objects back to back. Its index lists the ids sorted, with a
-256-entry fanout table, offsets and lengths, and ends with the BLAKE3 of everything before it, so a
-damaged index is refused as a whole instead of sending lookups astray. Indexes are read with numpy.
+256-entry fanout table, offsets and lengths, and ends with the BLAKE3 of everything before it. Indexes are
+memory-mapped and searched with numpy, so opening a store costs the same at any size: a local index's
+checksum is checked by `fsck` (and every index a remote sends, on arrival), not on each open; a damaged
+local index still cannot pass bad bytes off as an object, since every object read is checked against its
+id and every entry against the end of its pack.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ PACK_HEADER = struct.Struct("<8sI")
 INDEX_HEADER = struct.Struct("<8sII")
 FANOUT = 256
 ID_DTYPE = np.dtype(f"S{ID_SIZE}")
+IDS_OFFSET = INDEX_HEADER.size + 4 * FANOUT  # where an index file's sorted ids start
 
 
 @dataclass(frozen=True)
@@ -39,14 +43,20 @@ class PackIndex:
     ids: np.ndarray
     offsets: np.ndarray
     lengths: np.ndarray
-    fanout: np.ndarray
+    fanout: list[int]  # where each first byte's ids end
+    data: bytes | mmap.mmap  # the index file's bytes, which the arrays view
 
     @classmethod
     def load(cls, path: Path) -> PackIndex:
-        return cls.parse(path.read_bytes(), path.stem)
+        """Map a local index file; its size and header are checked, its checksum by `checksum_problem`."""
+        with open(path, "rb") as handle:
+            if os.fstat(handle.fileno()).st_size == 0:
+                raise CorruptObject(f"pack index {path.name} is truncated")
+            data = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        return cls.parse(data, path.stem, checksum=False)
 
     @classmethod
-    def parse(cls, data: bytes, name: str) -> PackIndex:
+    def parse(cls, data: bytes | mmap.mmap, name: str, checksum: bool = True) -> PackIndex:
         """Parse and check an index file's bytes (a local file, or one a remote sent)."""
         label = f"{name}.idx"
         if len(data) < INDEX_HEADER.size + 4 * FANOUT + ID_SIZE:
@@ -59,34 +69,43 @@ class PackIndex:
                 f"pack index {label} has format {version}; this dsvc reads {PACK_VERSION}"
             )
         expected = INDEX_HEADER.size + 4 * FANOUT + count * (ID_SIZE + 8 + 4) + ID_SIZE
-        if len(data) != expected or hash_bytes(memoryview(data)[:-ID_SIZE]) != data[-ID_SIZE:]:
-            raise CorruptObject(f"pack index {label} is damaged (checksum mismatch)")
+        if len(data) != expected:
+            raise CorruptObject(f"pack index {label} is damaged (its size does not match its count)")
+        if checksum and (problem := _checksum_problem(data, label)):
+            raise CorruptObject(problem)
         pos = INDEX_HEADER.size
-        fanout = np.frombuffer(data, dtype="<u4", count=FANOUT, offset=pos)
+        fanout = np.frombuffer(data, dtype="<u4", count=FANOUT, offset=pos).tolist()
         pos += 4 * FANOUT
         ids = np.frombuffer(data, dtype=ID_DTYPE, count=count, offset=pos)
         pos += ID_SIZE * count
         offsets = np.frombuffer(data, dtype="<u8", count=count, offset=pos)
         pos += 8 * count
         lengths = np.frombuffer(data, dtype="<u4", count=count, offset=pos)
-        return cls(name, ids, offsets, lengths, fanout)
+        return cls(name, ids, offsets, lengths, fanout, data)
+
+    def checksum_problem(self) -> str | None:
+        """What is wrong with the index file's checksum, or None: the whole-file check `fsck` makes."""
+        return _checksum_problem(self.data, f"{self.name}.idx")
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def find(self, oid: bytes) -> int:
-        """Return the position of oid in this index, or -1."""
+        """Return the position of oid in this index, or -1 (a tree walk calls this for every node read:
+        plain list and bytes lookups around one numpy search)."""
         first = oid[0]
-        lo = int(self.fanout[first - 1]) if first else 0
-        hi = int(self.fanout[first])
+        lo = self.fanout[first - 1] if first else 0
+        hi = self.fanout[first]
         if lo == hi:
             return -1
-        pos = lo + int(np.searchsorted(self.ids[lo:hi], oid))
-        return pos if pos < hi and self.id_at(pos) == oid else -1
+        pos = lo + int(self.ids[lo:hi].searchsorted(oid))
+        start = IDS_OFFSET + ID_SIZE * pos
+        return pos if pos < hi and self.data[start : start + ID_SIZE] == oid else -1
 
     def id_at(self, position: int) -> ObjectId:
-        """Return the id at a position (numpy drops trailing NUL bytes of S32 scalars; restore them)."""
-        return ObjectId(bytes(self.ids[position]).ljust(ID_SIZE, b"\0"))
+        """Return the id at a position, from the file's bytes (numpy would drop trailing NUL bytes)."""
+        start = IDS_OFFSET + ID_SIZE * position
+        return ObjectId(self.data[start : start + ID_SIZE])
 
     def find_many(self, wanted: np.ndarray) -> np.ndarray:
         """Return, for an S32 array of ids, each one's position here or -1: one vectorised search."""
@@ -104,6 +123,15 @@ class PackIndex:
         return [self.id_at(p) for p in range(start, stop)]
 
 
+def _checksum_problem(data: bytes | mmap.mmap, label: str) -> str | None:
+    body = memoryview(data)[:-ID_SIZE]
+    try:
+        intact = hash_bytes(body) == data[-ID_SIZE:]
+    finally:
+        body.release()
+    return None if intact else f"pack index {label} is damaged (checksum mismatch)"
+
+
 class PackReader:
     """Random access to the objects of one pack through a read-only memory map."""
 
@@ -115,6 +143,7 @@ class PackReader:
             if size < PACK_HEADER.size:
                 raise CorruptObject(f"pack {pack_path.name} is truncated")
             self._map = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        self._size = size
         magic, version = PACK_HEADER.unpack_from(self._map)
         if magic != PACK_MAGIC:
             raise CorruptObject(f"pack {pack_path.name} is not a dsvc pack")
@@ -122,13 +151,14 @@ class PackReader:
             raise UnsupportedFormat(
                 f"pack {pack_path.name} has format {version}; this dsvc reads {PACK_VERSION}"
             )
-        if len(index) and int((index.offsets + index.lengths).max()) > size:
-            raise CorruptObject(f"pack index {index.name} points past the end of its pack")
 
     def read_at(self, position: int) -> bytes:
         """Return the stored (framed) bytes of the object at an index position."""
         offset = int(self.index.offsets[position])
-        return self._map[offset : offset + int(self.index.lengths[position])]
+        end = offset + int(self.index.lengths[position])
+        if end > self._size:
+            raise CorruptObject(f"pack index {self.index.name} points past the end of its pack")
+        return self._map[offset:end]
 
     def header_at(self, position: int) -> int:
         """The framing kind of the entry at a position, without copying the entry."""
@@ -153,7 +183,6 @@ class PendingPack:
 
     folder: Path
     tmp: Path
-    index_body: bytes
     index: PackIndex
 
 
@@ -190,14 +219,12 @@ def write_pack_data(folder: Path, entries: Iterable[tuple[ObjectId, bytes]]) -> 
     except BaseException:
         pack_tmp.unlink(missing_ok=True)
         raise
-    index, body = build_index(id_list, offset_list, length_list, f"pack-{name_hash.hexdigest()}")
-    return PendingPack(folder, pack_tmp, body, index)
+    index = build_index(id_list, offset_list, length_list, f"pack-{name_hash.hexdigest()}")
+    return PendingPack(folder, pack_tmp, index)
 
 
-def build_index(
-    id_list: list[bytes], offset_list: list[int], length_list: list[int], name: str
-) -> tuple[PackIndex, bytes]:
-    """The index of a pack's entries (ids sorted) and its file body, without the trailing checksum."""
+def build_index(id_list: list[bytes], offset_list: list[int], length_list: list[int], name: str) -> PackIndex:
+    """The index of a pack's entries (ids sorted), with the bytes of its file, checksum included."""
     ids = np.array(id_list, dtype=ID_DTYPE)
     offsets = np.array(offset_list, dtype="<u8")
     lengths = np.array(length_list, dtype="<u4")
@@ -212,7 +239,7 @@ def build_index(
             lengths.tobytes(),
         )
     )
-    return PackIndex(name, ids, offsets, lengths, fanout), body
+    return PackIndex(name, ids, offsets, lengths, fanout.tolist(), body + hash_bytes(body))
 
 
 def pack_bytes(entries: list[tuple[ObjectId, bytes]], prefix: str = "pack") -> tuple[str, bytes, bytes]:
@@ -227,9 +254,9 @@ def pack_bytes(entries: list[tuple[ObjectId, bytes]], prefix: str = "pack") -> t
         lengths.append(len(stored))
         offset += len(stored)
     name = f"{prefix}-{name_hash.hexdigest()}"
-    _, body = build_index([oid for oid, _ in entries], offsets, lengths, name)
+    index = build_index([oid for oid, _ in entries], offsets, lengths, name)
     data = b"".join((PACK_HEADER.pack(PACK_MAGIC, PACK_VERSION), *(stored for _, stored in entries)))
-    return name, data, body + hash_bytes(body)
+    return name, data, bytes(index.data)
 
 
 def finish_pack(pending: PendingPack) -> str:
@@ -240,7 +267,7 @@ def finish_pack(pending: PendingPack) -> str:
     index_tmp = temp_name(folder / "new.idx")
     try:
         with open(index_tmp, "wb") as handle:
-            handle.write(pending.index_body + hash_bytes(pending.index_body))
+            handle.write(pending.index.data)
             handle.flush()
             os.fsync(handle.fileno())
     except OSError as exc:
