@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator
+from itertools import compress
+from operator import ne
 from typing import Any, NamedTuple
 
 import blake3
@@ -539,6 +541,12 @@ def diff(
         subtrees, equal leaf entries are equal entries, on both sides, so dropping them changes no
         difference, and a node costs a few set operations instead of a comparison per item."""
         a, b = load(left[-1][2]), load(right[-1][2])
+        if a.keys == b.keys:  # the usual case (relabels): items pair up by position, compared in C
+            last = len(a.keys) - 1
+            differ = list(compress(range(last, -1, -1), map(ne, reversed(a.values), reversed(b.values))))
+            push(left, a, differ)
+            push(right, b, differ)
+            return
         ia, ib = identities(a), identities(b)
         sa, sb = set(ia), set(ib)
         push(left, a, positions(ia, sa - sb))
