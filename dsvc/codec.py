@@ -114,6 +114,26 @@ def array_header(length: int) -> bytes:
     return msgpack.Packer().pack_array_header(length)  # type: ignore[no-any-return]
 
 
+def element_spans(data: bytes) -> list[tuple[int, int]]:
+    """The byte range of each element of an encoded array, found without decoding the elements (msgpack
+    skips them in C), so two encodings can be compared field by field; malformed input raises
+    CorruptObject."""
+    unpacker = msgpack.Unpacker(max_buffer_size=len(data))
+    unpacker.feed(data)
+    try:
+        count = unpacker.read_array_header()
+        spans = []
+        start = unpacker.tell()
+        for _ in range(count):
+            unpacker.skip()
+            end = unpacker.tell()
+            spans.append((start, end))
+            start = end
+    except (ValueError, msgpack.OutOfData, msgpack.FormatError, msgpack.StackError) as exc:
+        raise CorruptObject(f"undecodable object: {exc or type(exc).__name__}") from None
+    return spans
+
+
 def decode(data: bytes | memoryview) -> Any:
     """Decode msgpack bytes (arrays become tuples, ready for frozen objects); malformed input raises
     CorruptObject."""

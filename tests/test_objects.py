@@ -40,6 +40,21 @@ def test_decoded_objects_equal_the_originals_after_normalisation(obj: object) ->
     assert decode_object(once.to_bytes()) == once
 
 
+@given(S.objects)
+def test_element_spans_are_the_encodings_of_an_arrays_elements(obj: object) -> None:
+    data = obj.to_bytes()  # type: ignore[attr-defined]
+    value = codec.decode(data)
+    spans = codec.element_spans(data)
+    assert [data[start:end] for start, end in spans] == [codec.encode(v) for v in value]
+    assert spans[-1][1] == len(data)
+
+
+@pytest.mark.parametrize("data", [b"", b"\x93\x01", b"\xc1", b"\x92\xc4\x05ab"])
+def test_element_spans_of_malformed_bytes_raise(data: bytes) -> None:
+    with pytest.raises(CorruptObject):
+        codec.element_spans(data)
+
+
 @given(S.metadata, S.metadata)
 def test_map_order_never_changes_the_bytes(a: dict, b: dict) -> None:
     merged = {**a, **b}

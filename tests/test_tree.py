@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsvc import tree
+from dsvc import codec, tree
 from dsvc.errors import InvalidInput
 from dsvc.objects import Node
 from dsvc.store import MemoryObjectStore
@@ -121,6 +121,22 @@ def test_a_relabel_rewrites_only_one_path() -> None:
     store.counters.reset()
     assert [c.key for c in tree.diff(store, root, new)] == [keys[12345]]
     assert store.counters.reads <= 2 * (height + 1)
+
+
+def test_wide_nodes_are_compared_undecoded_and_any_other_layout_falls_back() -> None:
+    """The child ids of an internal node are read from its bytes; a node the fast path cannot read (here
+    child values that are not 32-byte ids) is decoded instead, and both give the naive difference."""
+    store, root, keys = _big(50_000)
+    node = store.get_object(root, Node)
+    children = tree._children(node.to_bytes())
+    assert children is not None and [children.child(i) for i in range(len(node.keys))] == list(node.values)
+    assert children.keys == codec.encode(node.keys)
+    leaf = Node.make(0, (b"a", b"b"), (b"x" * 32, b"y" * 32), ())
+    odd = Node.make(1, (b"a", b"b"), (b"x" * 31, b"y" * 33), (1, 1))
+    assert tree._children(leaf.to_bytes()) is None and tree._children(odd.to_bytes()) is None
+    edits = [(keys[i], bytes([i % 251]) * 32) for i in range(0, 50_000, 997)]
+    new = tree.apply(store, root, edits)
+    assert [c.key for c in tree.diff(store, root, new)] == sorted(k for k, _ in edits)
 
 
 def test_cost_follows_the_changes_not_the_size() -> None:
