@@ -11,7 +11,9 @@ objects (one box moved and re-classed), applied with `tree.apply`, and both vers
 
 from __future__ import annotations
 
+import gc
 import json
+import multiprocessing
 import os
 import shutil
 import subprocess
@@ -139,7 +141,21 @@ def _counts(pool: list[Labels], frames: list[Frame], which: np.ndarray) -> Count
     return counts
 
 
-def measure(root: Path, size: int, changes: int, repeat: int) -> Result:
+@dataclass(frozen=True)
+class Counted:
+    """What one size's repository gives before the timing: its build time, the store reads of one diff,
+    the time of the summary and distribution."""
+
+    frames: int
+    build_s: float
+    distribution_s: float
+    nodes_read: int
+    objects_read: int
+    changed: int
+
+
+def prepare(root: Path, size: int, changes: int, repeat: int) -> Counted:
+    """Build one size's repository, check its diff and count the store reads of one run."""
     build_s = build(root, size, changes)
     os.sync()  # the build's gigabyte of writeback would otherwise run beside the timed diffs
     fresh = Repo(root)
@@ -152,18 +168,39 @@ def measure(root: Path, size: int, changes: int, repeat: int) -> Result:
     if len(found) != changes or any(d.change.changes != ("labels",) or not d.labels for d in details):
         raise RuntimeError(f"{size}: the diff found {len(found)} changed frames, expected {changes} relabels")
 
-    def diff() -> None:
-        cmp = Repo(root).diffs.between("v0", "v1")
-        list(cmp.details())
-
     def distribution() -> None:
         comparison.summary(details)
         fresh.diffs.distribution(comparison, details)
 
-    diff_s = report.timed(diff, repeat)
-    cpu_s = report.timed(diff, repeat, clock=time.process_time)
-    distribution_s = report.timed(distribution, repeat)
-    return Result(size, build_s, diff_s, cpu_s, distribution_s, nodes, objects - nodes, len(found))
+    return Counted(size, build_s, report.timed(distribution, repeat), nodes, objects - nodes, len(found))
+
+
+def _diff(root: Path) -> None:
+    """What `dsvc diff --labels v0 v1` computes, from a freshly opened repository."""
+    list(Repo(root).diffs.between("v0", "v1").details())
+
+
+def interleaved_times(roots: list[Path], repeat: int) -> list[tuple[float, float]]:
+    """The best wall and CPU time of a diff of each repository, the sizes taking turns in every round so
+    that a slower minute of a shared machine slows them all; run in a fresh process (see `timings`)."""
+    best = [(float("inf"), float("inf"))] * len(roots)
+    for root in roots:
+        _diff(root)  # warm the page cache, as every later run finds it
+    for _ in range(repeat):
+        for k, root in enumerate(roots):
+            gc.collect()
+            wall, cpu = time.perf_counter(), time.process_time()
+            _diff(root)
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            best[k] = (min(best[k][0], wall), min(best[k][1], cpu))
+    return best
+
+
+def timings(roots: list[Path], repeat: int) -> list[tuple[float, float]]:
+    """`interleaved_times` in a fresh interpreter, as a `dsvc diff` runs: not beside the gigabytes the
+    builds allocated and freed in this one."""
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(interleaved_times, (roots, repeat))
 
 
 def _git(*args: str, cwd: Path) -> str:
@@ -296,10 +333,11 @@ objects; v1 relabels {changes:,} random frames (a box moved and re-classed in ea
 diff is `Repo.diffs.between("v0", "v1").details()` in a freshly opened repository: frame-level changes and the
 label-level match of every changed frame, as `dsvc diff --labels` computes them; then `dsvc diff` adds
 the summary and the class and metadata counts, from v0's cached counts and the changed frames (the first
-diff of a version counts it once, O(N), and caches it). Times are the best of {repeat}, wall clock and,
-beside it, CPU time of the process (other work shares this machine); node and object counts are store
-reads of one run. The git peer holds one label text file per frame (1,000 per folder) with the same
-change and runs `git diff --stat HEAD~1 HEAD`.
+diff of a version counts it once, O(N), and caches it). All sizes are built first; then one fresh
+process, as a `dsvc diff` would be, diffs them in turn, {repeat} rounds, so a slower minute of this shared
+machine slows every size alike. Times are the best of the {repeat}, wall clock and, beside it, CPU time;
+node and object counts are store reads of one run. The git peer holds one label text file per frame
+(1,000 per folder) with the same change and runs `git diff --stat HEAD~1 HEAD`.
 
 {_tables(results, peers)}
 
@@ -317,7 +355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sizes", default="100000,1000000,10000000", help="comma-separated frame counts")
     parser.add_argument("--git-sizes", default="100000", help="sizes of the git peer (0 for none)")
     parser.add_argument("--changes", type=int, default=1000, help="frames relabeled between v0 and v1")
-    parser.add_argument("--repeat", type=int, default=5, help="runs per timing; the best counts")
+    parser.add_argument("--repeat", type=int, default=15, help="runs per timing; the best counts")
     args = parser.parse_args(args_list)
     sizes = sorted(int(s) for s in args.sizes.split(","))
     git_sizes = sorted(int(s) for s in args.git_sizes.split(",") if int(s))
@@ -328,11 +366,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: list[Result] = []
     peers: list[GitResult] = []
     try:
+        counted = []
         for size in sizes:
-            results.append(measure(work / f"dsvc-{size}", size, args.changes, args.repeat))
+            counted.append(prepare(work / f"dsvc-{size}", size, args.changes, args.repeat))
+            _show(asdict(counted[-1]), args.json)
+        times = timings([work / f"dsvc-{size}" for size in sizes], args.repeat)
+        for c, (wall, cpu) in zip(counted, times, strict=True):
+            results.append(
+                Result(
+                    c.frames, c.build_s, wall, cpu, c.distribution_s, c.nodes_read, c.objects_read, c.changed
+                )
+            )
             _show(asdict(results[-1]), args.json)
-            if not args.keep:
-                shutil.rmtree(work / f"dsvc-{size}")
         for size in git_sizes:
             peers.append(git_peer(work / f"git-{size}", size, args.changes, args.repeat))
             _show(asdict(peers[-1]), args.json)
