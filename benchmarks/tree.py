@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from benchmarks import report
-from dsvc import tree
+from dsvc import tree, tree_diff
 from dsvc.hashing import ObjectId
 from dsvc.objects import Node
 from dsvc.store import MemoryObjectStore
@@ -94,9 +94,9 @@ def run(size: int, edits: int, seed: int) -> Result:
     written = store.counters.writes
     apply_s = report.timed(lambda: tree.apply(store, root, mix))
     store.counters.reset()
-    changes = list(tree.diff(store, root, new_root))
+    changes = list(tree_diff.diff(store, root, new_root))
     read = store.counters.reads
-    diff_s = report.timed(lambda: list(tree.diff(store, root, new_root)))
+    diff_s = report.timed(lambda: list(tree_diff.diff(store, root, new_root)))
     found = {c.key: (c.old, c.new) for c in changes}
     if len(changes) != len(expected) or found != expected:
         raise RuntimeError(

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dsvc import dataset, history, tree
+from dsvc import dataset, history, tree, tree_diff
 from dsvc.atomic import prune_empty_dirs
 from dsvc.config import Config
 from dsvc.diff import FrameChange, FrameDetail, details, frame_change
@@ -248,7 +248,7 @@ class Repo(RemoteMixin):
             # Staging wrote an entry (without a mode) for every file it read and forgot every file it
             # removed; the entries of paths whose value changed otherwise (a mode) lose their mode too,
             # and then entries that described the base describe the result.
-            diff = tree.diff(self.store, base["files"], result.roots["files"]) if described else ()
+            diff = tree_diff.diff(self.store, base["files"], result.roots["files"]) if described else ()
             self.index.update(
                 stats=result.stats,
                 forget=result.forget,
@@ -400,7 +400,7 @@ class Repo(RemoteMixin):
         described = self.index.described() == current["files"]
         # Unforced, only local changes to the files the checkout touches matter; forced, every local
         # change is undone, so every file is looked at.
-        diff = tree.diff(self.store, current["files"], target["files"])
+        diff = tree_diff.diff(self.store, current["files"], target["files"])
         touched = None if force else [c.key.decode() for c in diff]
         worktree = worktree_changes(self.store, self.index, self.root, self.sources(), current, touched)
         dirty = worktree.changes

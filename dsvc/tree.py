@@ -3,7 +3,7 @@
 A key ends a node at level L when BLAKE3(salt_L || key), read as a u64, falls below 2^64 / F_L. Boundaries
 depend on keys alone, so the same entries always give the same nodes and the same root whatever the order
 of the edits that produced them (history independence), a relabel never moves a boundary, and equal
-subtrees of two versions have equal ids, which `diff` skips.
+subtrees of two versions have equal ids, which `tree_diff.diff` skips.
 
 Leaves hold sorted (key, value) pairs; internal nodes hold, per child, its last key, its id and the number
 of entries below it. The conceptual "entries of level L+1" are the (last key, id, count) of the nodes of
@@ -15,12 +15,9 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator
-from itertools import compress
-from operator import ne
 from typing import Any, NamedTuple, Protocol
 
 import blake3
-import numpy as np
 
 from dsvc import codec
 from dsvc.errors import InvalidInput
@@ -51,14 +48,6 @@ def is_boundary(key: bytes, level: int) -> bool:
     return int.from_bytes(digest, "little") < _THRESHOLDS[level]
 
 
-class Change(NamedTuple):
-    """One difference between two maps: old is None for an added key, new is None for a removed one."""
-
-    key: bytes
-    old: bytes | None
-    new: bytes | None
-
-
 class _Entry(NamedTuple):
     key: bytes
     value: bytes
@@ -72,11 +61,11 @@ def _node_of(level: int, entries: list[_Entry]) -> Node:
     return Node.make(level, keys, values, tuple(e.size for e in entries) if level else ())
 
 
-class _Load(Protocol):
+class NodeLoader(Protocol):
     def __call__(self, oid: bytes, data: bytes | None = None) -> Node: ...
 
 
-def _loader(store: ObjectStore) -> _Load:
+def node_loader(store: ObjectStore) -> NodeLoader:
     """A node reader that decodes each node once per operation (from `data` when the caller has read it)."""
     cache: dict[bytes, Node] = {}
 
@@ -97,41 +86,6 @@ def _loader(store: ObjectStore) -> _Load:
         return node
 
     return load
-
-
-# An encoded child id is msgpack bin8 of 32 bytes, so a node's child ids are a block of fixed-size records.
-_RECORD = 2 + 32
-
-
-class _Children(NamedTuple):
-    """An internal node's encoded keys and the block of its encoded child ids."""
-
-    keys: bytes
-    ids: bytes
-
-    def changed(self, other: _Children) -> list[int]:
-        """Where the child ids of two nodes with the same keys differ, descending: one vectorised compare."""
-        mine, theirs = np.frombuffer(self.ids, f"S{_RECORD}"), np.frombuffer(other.ids, f"S{_RECORD}")
-        return np.flatnonzero(mine != theirs)[::-1].tolist()  # type: ignore[no-any-return]
-
-    def child(self, position: int) -> bytes:
-        start = position * _RECORD + 2
-        return self.ids[start : start + 32]
-
-
-def _children(data: bytes) -> _Children | None:
-    """Read an internal node's children from its canonical bytes without decoding one item, or None for
-    a leaf or any other layout. Two versions of a wide node then compare in a few C-level steps, where
-    decoding them would build three Python objects per child."""
-    spans = codec.element_spans(data)
-    if len(spans) != 6 or data[spans[2][0]] == 0:  # not a node, or a leaf (level 0)
-        return None
-    (keys_start, keys_end), (ids_start, ids_end) = spans[3], spans[4]
-    ids = data[ids_start + {0xDC: 3, 0xDD: 5}.get(data[ids_start], 1) : ids_end]  # after the array header
-    n = len(ids) // _RECORD
-    if len(ids) % _RECORD or ids[::_RECORD] != b"\xc4" * n or ids[1::_RECORD] != b"\x20" * n:
-        return None
-    return _Children(data[keys_start:keys_end], ids)
 
 
 def _root(store: ObjectStore, root: ObjectId) -> Node:
@@ -504,7 +458,7 @@ def apply(store: ObjectStore, root: ObjectId, edits: Iterable[tuple[bytes, bytes
         latest[key] = value
     if not latest:
         return root
-    load = _loader(store)
+    load = node_loader(store)
     top = load(root)
     fresh: dict[bytes, Node] = {}
     level_edits: list[Edit] = [(k, None if v is None else (v, 1)) for k, v in sorted(latest.items())]
@@ -532,122 +486,3 @@ def apply(store: ObjectStore, root: ObjectId, edits: Iterable[tuple[bytes, bytes
             if node.level < new_top.level:
                 store.put_object(node, codec.NODE_LEVEL)
     return new_top.id
-
-
-# -- diff ----------------------------------------------------------------------------------------------
-
-
-def diff(
-    store: ObjectStore, a: ObjectId, b: ObjectId, new_node: Callable[[ObjectId], None] | None = None
-) -> Iterator[Change]:
-    """Yield the changes from map a to map b in key order, skipping subtrees with equal ids.
-
-    Reads O(d log N) nodes for d changes: both sides are expanded only where their heads differ.
-    `new_node` is told the id of every node of b that had to be opened: the nodes b has and a lacks
-    (what a push of b must send to a remote that has a).
-    """
-    if a == b:
-        return
-    load = _loader(store)
-    fetched: dict[bytes, bytes] = {}  # the roots' bytes, read once: for their level, then to expand them
-
-    def level_of(root: bytes) -> int:
-        if root != EMPTY.id:
-            fetched[root] = store.get(ObjectId(root))
-        return load(root, fetched.get(root)).level
-
-    def read(oid: bytes) -> bytes:
-        return fetched.pop(oid, None) or store.get(ObjectId(oid))
-
-    # Stack items: (level, key, value); level -1 is an entry, otherwise value is a node id. Top = smallest.
-    left: list[tuple[int, bytes, bytes]] = [(level_of(a), b"", a)]
-    right: list[tuple[int, bytes, bytes]] = [(level_of(b), b"", b)]
-
-    def identities(node: Node) -> tuple[object, ...]:
-        """What makes an item of a node equal on both sides: a child's id, or a leaf entry's key and value."""
-        return node.values if node.level else tuple(zip(node.keys, node.values, strict=True))
-
-    def push(stack: list[tuple[int, bytes, bytes]], node: Node, kept: Iterable[int]) -> None:
-        """Replace the node on top of the stack by its items at the given positions (descending)."""
-        _, _, oid = stack.pop()
-        if new_node is not None and stack is right and oid != EMPTY.id:
-            new_node(ObjectId(oid))
-        level = node.level - 1 if node.level else -1
-        stack.extend((level, node.keys[i], node.values[i]) for i in kept)
-
-    def expand(stack: list[tuple[int, bytes, bytes]]) -> None:
-        node = load(stack[-1][2])
-        push(stack, node, range(len(node.keys) - 1, -1, -1))
-
-    def positions(ident: tuple[object, ...], keep: set[object]) -> list[int]:
-        """Where the kept items are, descending; a few are found by C-level scans, many through a map."""
-        if len(keep) <= 8:
-            return sorted(map(ident.index, keep), reverse=True)
-        where = dict(zip(ident, range(len(ident)), strict=True))
-        return sorted(map(where.__getitem__, keep), reverse=True)
-
-    def push_children(stack: list[tuple[int, bytes, bytes]], node: _Children, kept: list[int]) -> None:
-        """Replace the internal node on top of the stack by its children at the given positions
-        (descending); the key of a node item is never compared, so it is left empty."""
-        level, _, oid = stack.pop()
-        if new_node is not None and stack is right:
-            new_node(ObjectId(oid))
-        stack.extend((level - 1, b"", node.child(i)) for i in kept)
-
-    def expand_both() -> None:
-        """Expand two nodes of one level, leaving out the items they share: equal child ids are equal
-        subtrees, equal leaf entries are equal entries, on both sides, so dropping them changes no
-        difference, and a node costs a few set operations instead of a comparison per item."""
-        level, oa, ob = left[-1][0], left[-1][2], right[-1][2]
-        raw_a = raw_b = None
-        if level > 0:  # internal nodes with the same keys: compare their child id blocks, undecoded
-            raw_a, raw_b = read(oa), read(ob)
-            ca, cb = _children(raw_a), _children(raw_b)
-            if ca is not None and cb is not None and ca.keys == cb.keys:
-                differ = ca.changed(cb)
-                push_children(left, ca, differ)
-                push_children(right, cb, differ)
-                return
-        a, b = load(oa, raw_a), load(ob, raw_b)
-        if a.keys == b.keys:  # the usual case (relabels): items pair up by position, compared in C
-            last = len(a.keys) - 1
-            differ = list(compress(range(last, -1, -1), map(ne, reversed(a.values), reversed(b.values))))
-            push(left, a, differ)
-            push(right, b, differ)
-            return
-        ia, ib = identities(a), identities(b)
-        sa, sb = set(ia), set(ib)
-        push(left, a, positions(ia, sa - sb))
-        push(right, b, positions(ib, sb - sa))
-
-    while left and right:
-        la, ka, va = left[-1]
-        lb, kb, vb = right[-1]
-        if la >= 0 and lb >= 0 and va == vb:
-            left.pop()
-            right.pop()
-        elif la < 0 and lb < 0:
-            if ka == kb:
-                left.pop()
-                right.pop()
-                if va != vb:
-                    yield Change(ka, va, vb)
-            elif ka < kb:
-                left.pop()
-                yield Change(ka, va, None)
-            else:
-                right.pop()
-                yield Change(kb, None, vb)
-        elif la == lb >= 0:
-            expand_both()
-        elif la >= lb:
-            expand(left)
-        else:
-            expand(right)
-    for stack, removed in ((left, True), (right, False)):
-        while stack:
-            if stack[-1][0] >= 0:
-                expand(stack)
-                continue
-            _, key, value = stack.pop()
-            yield Change(key, value, None) if removed else Change(key, None, value)

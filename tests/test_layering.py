@@ -21,6 +21,7 @@ LAYERS: dict[str, int] = {
     "config": 2,
     "lock": 2,
     "tree": 3,
+    "tree_diff": 3,
     "history": 3,
     "diff": 3,
     "workdir": 3,

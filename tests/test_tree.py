@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsvc import codec, tree
+from dsvc import codec, tree, tree_diff
 from dsvc.errors import InvalidInput
-from dsvc.objects import Node
+from dsvc.objects import Node, NodeChildren
 from dsvc.store import MemoryObjectStore
 from tests import strategies as S
 
@@ -66,15 +66,15 @@ def test_diff_equals_naive_set_difference(initial: dict, edits: list) -> None:
     a = tree.build(store, sorted(initial.items()))
     b = tree.apply(store, a, edits)
     final = _apply_naive(initial, edits)
-    assert [tuple(c) for c in tree.diff(store, a, b)] == _naive_diff(initial, final)
-    assert [tuple(c) for c in tree.diff(store, b, a)] == _naive_diff(final, initial)
+    assert [tuple(c) for c in tree_diff.diff(store, a, b)] == _naive_diff(initial, final)
+    assert [tuple(c) for c in tree_diff.diff(store, b, a)] == _naive_diff(final, initial)
 
 
 @given(S.maps, S.maps)
 def test_diff_of_unrelated_maps(a: dict, b: dict) -> None:
     store = MemoryObjectStore()
     ra, rb = tree.build(store, sorted(a.items())), tree.build(store, sorted(b.items()))
-    assert [tuple(c) for c in tree.diff(store, ra, rb)] == _naive_diff(a, b)
+    assert [tuple(c) for c in tree_diff.diff(store, ra, rb)] == _naive_diff(a, b)
 
 
 @given(S.maps, S.keys, S.keys)
@@ -101,7 +101,7 @@ def test_empty_maps() -> None:
     assert tree.length(store, empty) == 0 and list(tree.items(store, empty)) == []
     one = tree.apply(store, empty, [(b"k", b"v")])
     assert tree.apply(store, one, [(b"k", None)]) == empty
-    assert list(tree.diff(store, empty, one)) == [tree.Change(b"k", None, b"v")]
+    assert list(tree_diff.diff(store, empty, one)) == [tree_diff.Change(b"k", None, b"v")]
 
 
 def _big(n: int) -> tuple[MemoryObjectStore, bytes, list[bytes]]:
@@ -119,7 +119,7 @@ def test_a_relabel_rewrites_only_one_path() -> None:
     new = tree.apply(store, root, [(keys[12345], b"\x07" * 32)])
     assert store.counters.writes == height + 1
     store.counters.reset()
-    assert [c.key for c in tree.diff(store, root, new)] == [keys[12345]]
+    assert [c.key for c in tree_diff.diff(store, root, new)] == [keys[12345]]
     assert store.counters.reads <= 2 * (height + 1)
 
 
@@ -128,15 +128,15 @@ def test_wide_nodes_are_compared_undecoded_and_any_other_layout_falls_back() -> 
     child values that are not 32-byte ids) is decoded instead, and both give the naive difference."""
     store, root, keys = _big(50_000)
     node = store.get_object(root, Node)
-    children = tree._children(node.to_bytes())
+    children = NodeChildren.read(node.to_bytes())
     assert children is not None and [children.child(i) for i in range(len(node.keys))] == list(node.values)
     assert children.keys == codec.encode(node.keys)
     leaf = Node.make(0, (b"a", b"b"), (b"x" * 32, b"y" * 32), ())
     odd = Node.make(1, (b"a", b"b"), (b"x" * 31, b"y" * 33), (1, 1))
-    assert tree._children(leaf.to_bytes()) is None and tree._children(odd.to_bytes()) is None
+    assert NodeChildren.read(leaf.to_bytes()) is None and NodeChildren.read(odd.to_bytes()) is None
     edits = [(keys[i], bytes([i % 251]) * 32) for i in range(0, 50_000, 997)]
     new = tree.apply(store, root, edits)
-    assert [c.key for c in tree.diff(store, root, new)] == sorted(k for k, _ in edits)
+    assert [c.key for c in tree_diff.diff(store, root, new)] == sorted(k for k, _ in edits)
 
 
 def test_cost_follows_the_changes_not_the_size() -> None:
@@ -150,7 +150,7 @@ def test_cost_follows_the_changes_not_the_size() -> None:
         new = tree.apply(store, root, edits)
         written = store.counters.writes
         store.counters.reset()
-        assert sum(1 for _ in tree.diff(store, root, new)) == len(dict(edits))
+        assert sum(1 for _ in tree_diff.diff(store, root, new)) == len(dict(edits))
         counts.append((written, store.counters.reads))
     (w_small, r_small), (w_big, r_big) = counts
     assert w_big <= 1.5 * w_small and r_big <= 1.5 * r_small, counts

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from benchmarks import datagen
-from dsvc import codec, tree
+from dsvc import codec, tree_diff
 from dsvc.errors import DsvcError
 from dsvc.formats.coco import CocoFormat
 from dsvc.objects import Signature
@@ -306,7 +306,7 @@ def test_an_unforced_checkout_looks_only_at_what_it_touches(
 ) -> None:
     repo, _ = two_versions
     v0 = repo.roots_of(repo.rev_parse("v0", commit=True))
-    touched = {c.key.decode() for c in tree.diff(repo.store, repo.staged_roots()["files"], v0["files"])}
+    touched = {c.key.decode() for c in tree_diff.diff(repo.store, repo.staged_roots()["files"], v0["files"])}
     kept = sorted(repo.root.glob("images/**/*.jpg"))[0]
     assert kept.relative_to(repo.root).as_posix() not in touched
     kept.write_bytes(b"a local edit the checkout does not touch")
@@ -334,7 +334,7 @@ def test_an_untracked_file_where_the_target_has_one_is_not_overwritten(
     v1 = repo.roots_of(repo.rev_parse("main", commit=True))
     added = [
         c.key.decode()
-        for c in tree.diff(repo.store, repo.staged_roots()["files"], v1["files"])
+        for c in tree_diff.diff(repo.store, repo.staged_roots()["files"], v1["files"])
         if c.old is None
     ]
     squatter = repo.root / added[0]

@@ -1,6 +1,6 @@
 """Frame-level diff of two versions (DESIGN §8): which frames were added, removed or modified, and in what.
 
-A version is its column roots. The `frames` and `labels` maps are diffed with `tree.diff`, which skips equal
+A version is its column roots. The `frames` and `labels` maps are diffed with `tree_diff.diff`, which skips equal
 subtrees, and the two change streams (both in key order) are merged, so the cost follows the number of
 changed frames, not the dataset size, and nothing is held in memory but the current frame.
 """
@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from dsvc import codec, tree
+from dsvc import codec, tree, tree_diff
 from dsvc.hashing import ObjectId
 from dsvc.objects import Frame
 from dsvc.store import ObjectStore
@@ -66,8 +66,8 @@ def _encoded(metadata: Mapping[str, Any]) -> bytes:
 
 
 def _merged(
-    frames: Iterator[tree.Change], labels: Iterator[tree.Change]
-) -> Iterator[tuple[bytes, tree.Change | None, tree.Change | None]]:
+    frames: Iterator[tree_diff.Change], labels: Iterator[tree_diff.Change]
+) -> Iterator[tuple[bytes, tree_diff.Change | None, tree_diff.Change | None]]:
     """Join two key-ordered change streams on the key."""
     f, lab = next(frames, None), next(labels, None)
     while f is not None or lab is not None:
@@ -87,7 +87,7 @@ def diff_frames(
     store: ObjectStore, a: Mapping[str, ObjectId], b: Mapping[str, ObjectId]
 ) -> Iterator[FrameChange]:
     """Yield every frame that differs from root set a to root set b, in frame id order."""
-    streams = tree.diff(store, a["frames"], b["frames"]), tree.diff(store, a["labels"], b["labels"])
+    streams = tree_diff.diff(store, a["frames"], b["frames"]), tree_diff.diff(store, a["labels"], b["labels"])
     for key, frame, labels in _merged(*streams):
         pair: Pair = (None, None) if frame is None else (_id(frame.old), _id(frame.new))
         label_pair: Pair = (None, None) if labels is None else (_id(labels.old), _id(labels.new))

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from dsvc import tree
+from dsvc import tree, tree_diff
 from dsvc.errors import ObjectMissing
 from dsvc.fsck import COLUMN_VALUES, children
 from dsvc.hashing import ObjectId
@@ -131,7 +131,7 @@ def _map_difference(
         out.objects[oid] = None
 
     leaves: list[ObjectId] = []
-    for change in tree.diff(store, base or tree.EMPTY.id, root, new_node=add_node):
+    for change in tree_diff.diff(store, base or tree.EMPTY.id, root, new_node=add_node):
         if change.new is None or column not in COLUMN_VALUES:
             continue
         for kind, oid in COLUMN_VALUES[column](change.new):

@@ -13,7 +13,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from dsvc import tree
+from dsvc import tree, tree_diff
 from dsvc.atomic import prune_empty_dirs, sync_filesystem, write_file
 from dsvc.dataset import iter_frames
 from dsvc.errors import DsvcError, InvalidInput
@@ -87,7 +87,7 @@ def checkout(
     `fetch_blobs` is given, once, the blobs to write that the store lacks (a clone without media gets
     exactly the media of the files it writes). `cache` is the render cache folder (`renders`): sources
     found there are copied, the others rendered and kept there."""
-    changes = {c.key: c.new for c in tree.diff(store, current["files"], target["files"])}
+    changes = {c.key: c.new for c in tree_diff.diff(store, current["files"], target["files"])}
     if not force:
         conflicts = _conflicts(store, current, target, dirty, changes)
         if conflicts:

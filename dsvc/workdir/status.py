@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dsvc import tree
+from dsvc import tree, tree_diff
 from dsvc.diff.frames import diff_frames
 from dsvc.hashing import ObjectId
 from dsvc.objects import FileEntry
@@ -61,7 +61,7 @@ def _kind(old: bytes | None, new: bytes | None) -> str:
 def compare_roots(store: ObjectStore, a: Mapping[str, ObjectId], b: Mapping[str, ObjectId]) -> Changes:
     """The changes from root set a to root set b (e.g. HEAD to staged)."""
     changes = Changes()
-    for change in tree.diff(store, a["files"], b["files"]):
+    for change in tree_diff.diff(store, a["files"], b["files"]):
         changes.files[_kind(change.old, change.new)].append(change.key.decode())
     for frame in diff_frames(store, a, b):
         changes.frames[frame.kind].append(frame.id)
