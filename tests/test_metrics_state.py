@@ -68,7 +68,7 @@ def _assert_equal(a: Evaluation, b: Evaluation) -> None:
 
 
 def _assert_same_state(a: State, b: State) -> None:
-    assert (a.order, a.classes) == (b.order, b.classes)
+    assert (a.order, a.classes, a.labels) == (b.order, b.classes, b.labels)
     assert np.array_equal(a.keys, b.keys)
     for field in fields(Cells):
         assert np.array_equal(getattr(a.cells, field.name), getattr(b.cells, field.name)), field.name
@@ -90,6 +90,22 @@ def test_a_patched_state_equals_a_cold_one(repo: Repo, monkeypatch: pytest.Monke
     assert patched is not None and rebuilt is not None
     _assert_same_state(patched, rebuilt)
     _assert_equal(warm, cold)
+
+
+def test_after_a_relabel_the_cell_keys_come_from_a_labels_diff_not_a_listing(
+    repo: Repo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Listing a labels map reads all of it; with a state of the same frames the keys are the state's,
+    patched from a diff of the two labels maps, and the result is a cold evaluation's."""
+    datagen.mutate(repo.root, relabel=0.05, add=0, seed=12)
+    _commit(repo, "v1")
+    listed: list[object] = []
+    real = engine.frame_keys
+    monkeypatch.setattr(engine, "frame_keys", lambda *args: listed.append(args) or real(*args))
+    warm = repo.metrics.evaluate("model_a", "HEAD")[2]
+    assert not listed and warm.frames.recomputed > 0
+    _assert_equal(warm, _cold(repo))
+    assert len(listed) == 1  # the cold evaluation, without a state, lists the maps
 
 
 def test_small_changes_patch_the_stored_state_without_rewriting_it(repo: Repo) -> None:

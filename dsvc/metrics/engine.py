@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import io
 import zipfile
+from bisect import bisect_left
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from dsvc import tree
+from dsvc import tree, tree_diff
 from dsvc.hashing import ID_SIZE, ObjectId
 from dsvc.metrics import accumulate as acc
 from dsvc.metrics.cache import (
@@ -195,10 +196,15 @@ def _evaluate(
         wanted = set(only)
         chosen = np.array([i for i, f in enumerate(order.frames) if f in wanted], dtype=np.int64)
     frames = [order.frames[i] for i in chosen.tolist()]
-    key_array = frame_keys(store, cache_root, roots["labels"], predictions_root, frames)
+    folder = cache_root / params.digest()
+    last = load_state(state_path(folder, predictions_root)) if only is None else None
+    if last is not None and last.order == order.ident:
+        key_array = _relabeled_keys(store, last, roots["labels"], order.frames)
+    else:
+        key_array = frame_keys(store, cache_root, roots["labels"], predictions_root, frames)
     data = key_array.tobytes()
     keys = [data[i : i + KEY_SIZE] for i in range(0, len(data), KEY_SIZE)]
-    cache = CellCache(cache_root / params.digest())
+    cache = CellCache(folder)
     missing = list(dict.fromkeys(k for k in keys if k not in cache.index))
     compute_cells(store, missing, params, cache)
     fresh = set(missing)
@@ -206,7 +212,8 @@ def _evaluate(
     names = sorted({str(c) for found in cache.classes for c in found.tolist()} - set(order.classes))
     every = (*order.classes, *names)
     if only is None:
-        state = _state(cache, keys, key_array, every, order, state_path(cache.folder, predictions_root))
+        path = state_path(cache.folder, predictions_root)
+        state = _state(cache, last, keys, key_array, every, order, roots["labels"], path)
         cells, fc = state.cells, state.frame_classes
     else:
         got = gather(cache, keys, every)
@@ -226,18 +233,34 @@ def _evaluate(
     )
 
 
+def _relabeled_keys(
+    store: ObjectStore, last: State, labels_root: ObjectId, frames: Sequence[str]
+) -> np.ndarray:
+    """The cell keys of the frames of the state's frame list at another labels root: the state's keys,
+    with the labels ids of the frames a diff of the two labels maps names, O(changes) where listing the
+    map reads all of it. Frames are in key order, the order of the map's keys."""
+    keys = last.keys.copy()
+    for change in tree_diff.diff(store, last.labels, labels_root):
+        frame = change.key.decode()
+        at = bisect_left(frames, frame)
+        if at < len(frames) and frames[at] == frame:  # labels of a frame not in the version count for none
+            keys[at, :ID_SIZE] = np.frombuffer(change.new or NONE, dtype=np.uint8)
+    return keys
+
+
 def _state(
     cache: CellCache,
+    last: State | None,
     keys: list[bytes],
     key_array: np.ndarray,
     every: tuple[str, ...],
     order: ImageOrder,
+    labels: ObjectId,
     path: Path,
 ) -> State:
-    """The cells of every frame: the stored state of these predictions patched where cell keys changed
-    since it was written, or (no usable state) all cells gathered and sorted. Written again when it is
-    new or more than REWRITE_STATE of the frames changed."""
-    last = load_state(path)
+    """The cells of every frame: the stored state `last` of these predictions patched where cell keys
+    changed since it was written, or (no usable state) all cells gathered and sorted. Written again when
+    it is new or more than REWRITE_STATE of the frames changed."""
     if (
         last is not None
         and last.order == order.ident
@@ -247,15 +270,14 @@ def _state(
         changed = np.flatnonzero((last.keys != key_array).any(axis=1))
         if len(changed) == 0:
             return last
-        state = patch(
-            last, key_array, changed, gather(cache, [keys[i] for i in changed], every), order.position
-        )
+        fresh = gather(cache, [keys[i] for i in changed], every)
+        state = patch(last, key_array, changed, fresh, order.position, labels)
         if len(changed) <= REWRITE_STATE * len(keys):
             return state
     else:
         got = gather(cache, keys, every)
         cells = acc.sort_detections(got.cells, order.position)
-        state = State(order.ident, every, key_array, cells, got.frame_classes)
+        state = State(order.ident, every, key_array, cells, got.frame_classes, labels)
     save_state(path, state)
     return state
 

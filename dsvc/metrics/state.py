@@ -31,7 +31,7 @@ from dsvc.metrics.accumulate import sort_detections
 from dsvc.metrics.cache import KEY_SIZE, FrameClasses, Gathered
 from dsvc.metrics.match import Cells
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: the labels root the keys were computed for
 CELL_FIELDS = tuple(f.name for f in fields(Cells))
 FRAME_FIELDS = tuple(f.name for f in fields(FrameClasses))
 
@@ -46,6 +46,7 @@ class State:
     keys: np.ndarray  # (frames, KEY_SIZE) uint8: each frame's cell key
     cells: Cells
     frame_classes: FrameClasses
+    labels: ObjectId  # the labels root of the version the keys belong to
 
 
 def state_path(folder: Path, predictions_root: ObjectId) -> Path:
@@ -73,6 +74,7 @@ def save_state(path: Path, state: State) -> None:
             "version": STATE_VERSION,
             "order": state.order,
             "classes": list(state.classes),
+            "labels": state.labels.hex(),
             "digest": digest.digest().hex(),
             "arrays": layout,
         }
@@ -106,6 +108,7 @@ def load_state(path: Path) -> State | None:
             arrays["keys"].reshape(-1, KEY_SIZE),
             Cells(*(arrays[f"c.{name}"] for name in CELL_FIELDS)),
             FrameClasses(*(arrays[f"f.{name}"] for name in FRAME_FIELDS)),
+            ObjectId(bytes.fromhex(head["labels"])),
         )
     except (OSError, ValueError, KeyError, TypeError, orjson.JSONDecodeError):  # empty files cannot be mapped
         return None
@@ -162,10 +165,16 @@ def _merge(
 
 
 def patch(
-    state: State, keys: np.ndarray, changed: np.ndarray, fresh: Gathered, image_pos: np.ndarray
+    state: State,
+    keys: np.ndarray,
+    changed: np.ndarray,
+    fresh: Gathered,
+    image_pos: np.ndarray,
+    labels: ObjectId,
 ) -> State:
     """The state of the same frames with the cells of the frames at positions `changed` replaced by
-    fresh (their cells, gathered in that order), and keys the new cell keys of every frame."""
+    fresh (their cells, gathered in that order), and keys the new cell keys of every frame, those of the
+    version whose labels root is `labels`."""
     old, new = state.cells, fresh.cells
     is_changed = np.zeros(len(keys), dtype=bool)
     is_changed[changed] = True
@@ -225,4 +234,4 @@ def patch(
     fc = FrameClasses(*(getattr(state.frame_classes, name).copy() for name in FRAME_FIELDS))
     for name in FRAME_FIELDS:
         getattr(fc, name)[changed] = getattr(fresh.frame_classes, name)
-    return State(state.order, state.classes, keys, cells, fc)
+    return State(state.order, state.classes, keys, cells, fc, labels)
