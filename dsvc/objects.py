@@ -212,6 +212,7 @@ class Node(StoredObject):
 
 # An encoded child id is msgpack bin8 of 32 bytes, so a node's child ids are a block of fixed-size records.
 _ID_RECORD = 2 + ID_SIZE
+_NODE_PREFIX = codec.array_header(6) + codec.encode(Node.KIND) + codec.encode(FORMAT_VERSION)
 
 
 class NodeChildren(NamedTuple):
@@ -226,8 +227,8 @@ class NodeChildren(NamedTuple):
     def read(cls, data: bytes) -> NodeChildren | None:
         """The children of an encoded internal node, or None for a leaf or any other layout."""
         spans = codec.element_spans(data)
-        if len(spans) != 6 or data[spans[2][0]] == 0:  # not a node, or a leaf (level 0)
-            return None
+        if len(spans) != 6 or data[: spans[2][0]] != _NODE_PREFIX or data[spans[2][0]] == 0:
+            return None  # not a node of this format, or a leaf (level 0)
         (keys_start, keys_end), (ids_start, ids_end) = spans[3], spans[4]
         ids = data[ids_start + {0xDC: 3, 0xDD: 5}.get(data[ids_start], 1) : ids_end]  # past the array header
         n = len(ids) // _ID_RECORD

@@ -134,6 +134,8 @@ def test_wide_nodes_are_compared_undecoded_and_any_other_layout_falls_back() -> 
     leaf = Node.make(0, (b"a", b"b"), (b"x" * 32, b"y" * 32), ())
     odd = Node.make(1, (b"a", b"b"), (b"x" * 31, b"y" * 33), (1, 1))
     assert NodeChildren.read(leaf.to_bytes()) is None and NodeChildren.read(odd.to_bytes()) is None
+    commit = codec.encode(["commit", 1, 2, (b"x" * 32,), (b"y" * 32,), (1,)])  # a node's shape, not a node
+    assert NodeChildren.read(commit) is None
     edits = [(keys[i], bytes([i % 251]) * 32) for i in range(0, 50_000, 997)]
     new = tree.apply(store, root, edits)
     assert [c.key for c in tree_diff.diff(store, root, new)] == sorted(k for k, _ in edits)
