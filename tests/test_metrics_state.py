@@ -4,6 +4,7 @@ removed), frame additions, and when the state or a segment is deleted, torn or c
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import fields
 from pathlib import Path
@@ -106,6 +107,28 @@ def test_after_a_relabel_the_cell_keys_come_from_a_labels_diff_not_a_listing(
     assert not listed and warm.frames.recomputed > 0
     _assert_equal(warm, _cold(repo))
     assert len(listed) == 1  # the cold evaluation, without a state, lists the maps
+
+
+def test_a_frame_that_loses_all_labels_then_gains_one_is_patched_from_the_diff(
+    repo: Repo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A labels entry deleted (the frame is left without labels) and added back leave the frame list alone,
+    so the keys come from the diff each time; both must give a cold evaluation's result."""
+    path = repo.root / SOURCE
+    coco = json.loads(path.read_text())
+    frame = coco["annotations"][0]["image_id"]
+    kept = [a for a in coco["annotations"] if a["image_id"] != frame]
+    one = {**coco["annotations"][0], "id": 10**9, "bbox": [4.0, 4.0, 20.0, 10.0], "area": 200.0}
+    listed: list[object] = []
+    real = engine.frame_keys
+    monkeypatch.setattr(engine, "frame_keys", lambda *args: listed.append(args) or real(*args))
+    for step, labels in enumerate((kept, [*kept, one])):
+        path.write_text(json.dumps({**coco, "annotations": labels}))
+        _commit(repo, f"v{step + 1}")
+        warm = repo.metrics.evaluate("model_a", "HEAD")[2]
+        assert not listed and warm.frames.recomputed == 1
+        _assert_equal(warm, _cold(repo))
+        listed.clear()  # the cold evaluation lists the maps
 
 
 def test_small_changes_patch_the_stored_state_without_rewriting_it(repo: Repo) -> None:

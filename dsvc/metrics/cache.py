@@ -60,7 +60,8 @@ def write_derived(path: Path, data: bytes) -> None:
 
 
 def _pack(bits: np.ndarray) -> np.ndarray:
-    return np.packbits(bits.reshape(len(bits), -1), axis=1, bitorder="little")
+    """Pack each row's flags (the row size is spelled out: a segment may have no ground truth rows)."""
+    return np.packbits(bits.reshape(len(bits), int(np.prod(bits.shape[1:]))), axis=1, bitorder="little")
 
 
 def _unpack(packed: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
