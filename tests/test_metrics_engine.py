@@ -99,6 +99,25 @@ def test_an_evaluation_of_no_frames_has_no_data(two_versions: tuple[Repo, datage
     assert ev.detection.matrix.sum() == 0
 
 
+def test_a_version_without_any_labels_evaluates_and_keeps_its_state(tmp_path: Path) -> None:
+    """No ground truth at all: every stat is -1 (pycocotools' value), the empty cells and state are
+    stored, and a second evaluation reuses them."""
+    ds = datagen.generate(tmp_path / "d", 40, media_size=16, seed=9)
+    source = ds.root / "annotations" / "instances.json"
+    source.write_text(json.dumps({**json.loads(source.read_text()), "annotations": []}))
+    repo, _ = Repo.init(ds.root)
+    repo.config.set("eval", "auto", "false")
+    repo.config.save()
+    repo.source_add("annotations/instances.json", "coco", "images")
+    repo.add()
+    repo.commit("v0", WHO)
+    repo.metrics.infer_import("model_a", ds.root / "predictions" / "model_a.json", "coco", WHO)
+    first = repo.metrics.evaluate("model_a", "HEAD")[2]
+    again = repo.metrics.evaluate("model_a", "HEAD")[2]
+    assert set(first.stats.values()) == {-1.0} and first.stats == again.stats
+    assert (first.frames.recomputed, again.frames.recomputed, again.frames.reused) == (40, 0, 40)
+
+
 def test_checkpoint_create_evaluates_every_inference_set(
     two_versions: tuple[Repo, datagen.Mutation, Path],
 ) -> None:

@@ -60,13 +60,18 @@ def _arrays(state: State) -> dict[str, np.ndarray]:
     return {name: np.ascontiguousarray(a) for name, a in out.items()}
 
 
+def _raw(a: np.ndarray) -> memoryview | bytes:
+    """A contiguous array's bytes without a copy (a view cannot be cast when a dimension is 0)."""
+    return a.data.cast("B") if a.size else b""
+
+
 def save_state(path: Path, state: State) -> None:
     """Write the state (derived data: temporary name and rename, no fsync; a torn file fails its hash)."""
     arrays = _arrays(state)
     digest = hasher(threaded=True)
     layout, offset = [], 0
     for name, a in arrays.items():
-        digest.update(a.data.cast("B"))
+        digest.update(_raw(a))
         layout.append([name, a.dtype.str, list(a.shape), offset])
         offset += a.nbytes
     head = orjson.dumps(
@@ -84,7 +89,7 @@ def save_state(path: Path, state: State) -> None:
     with open(tmp, "wb") as f:
         f.write(len(head).to_bytes(8, "little") + head)
         for a in arrays.values():
-            f.write(a.data.cast("B"))
+            f.write(_raw(a))
     tmp.replace(path)
 
 
