@@ -301,6 +301,18 @@ def test_media_named_only_by_url_are_counted(tmp_path: Path) -> None:
     assert_one_line_error(dsvc("add", ".", "--require-media", cwd=root, ok=False), "a.jpg")
 
 
+def test_require_media_refuses_an_image_whose_file_was_deleted(versioned: Path) -> None:
+    """A COCO image without a URL whose file is gone is no external reference: --require-media names it,
+    and nothing is staged."""
+    root = versioned
+    victim = sorted((root / "images").rglob("*.jpg"))[3]
+    victim.unlink()
+    before = dsvc("status", "--json", cwd=root).stdout
+    assert_one_line_error(dsvc("add", ".", "--require-media", cwd=root, ok=False), victim.name, "not found")
+    assert dsvc("status", "--json", cwd=root).stdout == before
+    assert dsvc("fsck", cwd=root).returncode == 0
+
+
 def test_two_commits_at_once(versioned: Path) -> None:
     root = versioned
     datagen.mutate(root, relabel=0.1, add=1, seed=6)

@@ -1,8 +1,8 @@
 """Frame-level diff of two versions (DESIGN §8): which frames were added, removed or modified, and in what.
 
-A version is its column roots. The `frames` and `labels` maps are diffed with `tree_diff.diff`, which skips equal
-subtrees, and the two change streams (both in key order) are merged, so the cost follows the number of
-changed frames, not the dataset size, and nothing is held in memory but the current frame.
+A version is its column roots. The `frames` and `labels` maps are diffed with `tree_diff.diff`, which skips
+equal subtrees, and the two change streams (both in key order) are merged, so the cost follows the number
+of changed frames, not the dataset size, and nothing is held in memory but the current frame.
 """
 
 from __future__ import annotations

@@ -118,7 +118,7 @@ def _parse(doc: SplitDocument, path: str, media: str, root: Path) -> ParsedSourc
         if name in present:
             record = FrameRecord(name, (join(media, name),), None, image, frame_labels)
         else:
-            record = FrameRecord(name, (), _url(image), image, frame_labels)
+            record = FrameRecord(name, (), _url(image), image, frame_labels, (join(media, name),))
         frames.append(record)
     frames.sort(key=lambda f: f.id)
     metadata = dict(fields)

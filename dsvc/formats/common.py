@@ -38,6 +38,7 @@ class FrameRecord:
     url: str | None
     metadata: dict[str, Any]
     labels: Labels
+    absent: tuple[str, ...] = ()  # media the source names that are not in the working tree
 
 
 @dataclass(frozen=True)

@@ -249,7 +249,7 @@ def parse_sources(
                     f"frame {record.id!r} is also named by {frames[record.id][2]}", path=spec.path
                 )
             frame, missing = frame_of(record, spec.path, blobs)
-            if missing and require_media:
+            if (missing or record.absent) and require_media:
                 raise InvalidInput(
                     f"media of frame {record.id!r} not found under {spec.media}/", path=spec.path
                 )
