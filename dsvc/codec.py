@@ -170,29 +170,18 @@ def stored_kind(stored: bytes | memoryview) -> int:
 
 
 def frame(data: bytes, level: int = DEFAULT_LEVEL) -> bytes:
-    """Frame bytes for storage: zstd when it saves space, raw otherwise (already compressed media)."""
-    if level != 0 and len(data) >= MIN_COMPRESS:
-        packed = _compressor(level).compress(data)
-        if len(packed) < len(data):
-            return _header(ZSTD) + packed
-    return _header(RAW) + data
+    """Frame bytes for storage: zstd when it saves space, raw otherwise."""
+    return frame_many([(data, level, False)])[0]
 
 
 def frame_blob(data: bytes, level: int = DEFAULT_LEVEL) -> bytes:
     """Frame a file blob for a pack: raw for already-compressed media (recognised by magic or by media
-    container atoms), zstd when that saves space."""
-    compressed = _looks_compressed(data)
-    if len(data) >= 4 * PROBE and not compressed:  # a sample that does not shrink: the rest will not either
-        compressed = len(_compressor(level or DEFAULT_LEVEL).compress(data[:PROBE])) > 0.9 * PROBE
-    if level != 0 and not compressed and len(data) >= MIN_COMPRESS:
-        packed = _compressor(level).compress(data)
-        if len(packed) < len(data):
-            return _header(BLOB_ZSTD) + packed
-    return _header(BLOB_RAW) + data
+    container atoms, or by a sample that does not shrink), zstd when that saves space."""
+    return frame_many([(data, level, True)])[0]
 
 
 def frame_many(items: list[tuple[bytes, int, bool]]) -> list[bytes]:
-    """Frame many (data, level, is_blob) entries as `frame` and `frame_blob` would, byte for byte, with
+    """Frame many (data, level, is_blob) entries, the rules of `frame` and `frame_blob` in one place, with
     one zstd call per level for all of them: the calls release the GIL and use every core, where a call
     per object spends more on the call than on compressing a 2 KB label object."""
     framed: list[bytes | None] = [None] * len(items)
