@@ -197,7 +197,8 @@ def _evaluate(
         chosen = np.array([i for i, f in enumerate(order.frames) if f in wanted], dtype=np.int64)
     frames = [order.frames[i] for i in chosen.tolist()]
     folder = cache_root / params.digest()
-    last = load_state(state_path(folder, predictions_root)) if only is None else None
+    path = state_path(folder, predictions_root)
+    last = load_state(path) if only is None else None
     if last is not None and last.order == order.ident:
         key_array = _relabeled_keys(store, last, roots["labels"], order.frames)
     else:
@@ -212,7 +213,6 @@ def _evaluate(
     names = sorted({str(c) for found in cache.classes for c in found.tolist()} - set(order.classes))
     every = (*order.classes, *names)
     if only is None:
-        path = state_path(cache.folder, predictions_root)
         state = _state(cache, last, keys, key_array, every, order, roots["labels"], path)
         cells, fc = state.cells, state.frame_classes
     else:
