@@ -372,11 +372,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _show(asdict(counted[-1]), args.json)
         times = timings([work / f"dsvc-{size}" for size in sizes], args.repeat)
         for c, (wall, cpu) in zip(counted, times, strict=True):
-            results.append(
-                Result(
-                    c.frames, c.build_s, wall, cpu, c.distribution_s, c.nodes_read, c.objects_read, c.changed
-                )
-            )
+            results.append(Result(**asdict(c), diff_s=wall, diff_cpu_s=cpu))
             _show(asdict(results[-1]), args.json)
         for size in git_sizes:
             peers.append(git_peer(work / f"git-{size}", size, args.changes, args.repeat))
