@@ -59,7 +59,7 @@ class PackIndex:
     def parse(cls, data: bytes | mmap.mmap, name: str, checksum: bool = True) -> PackIndex:
         """Parse and check an index file's bytes (a local file, or one a remote sent)."""
         label = f"{name}.idx"
-        if len(data) < INDEX_HEADER.size + 4 * FANOUT + ID_SIZE:
+        if len(data) < IDS_OFFSET + ID_SIZE:
             raise CorruptObject(f"pack index {label} is truncated")
         magic, version, count = INDEX_HEADER.unpack_from(data)
         if magic != INDEX_MAGIC:
@@ -68,16 +68,14 @@ class PackIndex:
             raise UnsupportedFormat(
                 f"pack index {label} has format {version}; this dsvc reads {PACK_VERSION}"
             )
-        expected = INDEX_HEADER.size + 4 * FANOUT + count * (ID_SIZE + 8 + 4) + ID_SIZE
+        expected = IDS_OFFSET + count * (ID_SIZE + 8 + 4) + ID_SIZE
         if len(data) != expected:
             raise CorruptObject(f"pack index {label} is damaged (its size does not match its count)")
         if checksum and (problem := _checksum_problem(data, label)):
             raise CorruptObject(problem)
-        pos = INDEX_HEADER.size
-        fanout = np.frombuffer(data, dtype="<u4", count=FANOUT, offset=pos).tolist()
-        pos += 4 * FANOUT
-        ids = np.frombuffer(data, dtype=ID_DTYPE, count=count, offset=pos)
-        pos += ID_SIZE * count
+        fanout = np.frombuffer(data, dtype="<u4", count=FANOUT, offset=INDEX_HEADER.size).tolist()
+        ids = np.frombuffer(data, dtype=ID_DTYPE, count=count, offset=IDS_OFFSET)
+        pos = IDS_OFFSET + ID_SIZE * count
         offsets = np.frombuffer(data, dtype="<u8", count=count, offset=pos)
         pos += 8 * count
         lengths = np.frombuffer(data, dtype="<u4", count=count, offset=pos)
