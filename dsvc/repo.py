@@ -359,7 +359,6 @@ class Repo(RemoteMixin):
             if limit is not None and shown >= limit:
                 return
 
-    @bulk
     def checkout(
         self,
         rev: str,
@@ -391,10 +390,12 @@ class Repo(RemoteMixin):
             return None  # a revision expression (HEAD~1, an id): detached
         return ref if self.refs.read(ref) is not None else None
 
+    @bulk
     def _write_worktree(
         self, target_commit: ObjectId, force: bool, progress: Progress = no_progress
     ) -> CheckoutResult:
-        """Bring the working tree, the index and the sources to a commit (the caller holds the lock)."""
+        """Bring the working tree, the index and the sources to a commit (the caller holds the lock);
+        checkout, pull and clone all write through here, with the collector paused."""
         current = self.staged_roots()
         target = self.roots_of(target_commit)
         described = self.index.described() == current["files"]

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from dsvc.config import Config
 from dsvc.errors import DsvcError, InvalidInput, RemoteError
+from dsvc.gcpause import bulk
 from dsvc.hashing import ObjectId
 from dsvc.refs import HEAD, RefStore
 from dsvc.remote import settings, sync
@@ -77,6 +78,7 @@ class RemoteMixin:
         branch with every tag, checkpoint and inference set."""
         return sync.push_names(self.refs, refs)
 
+    @bulk
     def push(
         self, remote: str, refs: Iterable[str] = (), force: bool = False, progress: Meter = no_meter
     ) -> PushResult:
@@ -85,6 +87,7 @@ class RemoteMixin:
                 self.store, self.refs, self._remote(remote), self.push_refs(refs), force, progress
             )
 
+    @bulk
     def fetch(self, remote: str, progress: Meter = no_meter) -> FetchResult:
         media = not settings.remotes(self.config)[settings.check_remote_name(remote)].lazy_media
         with self.lock():
