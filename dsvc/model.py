@@ -104,6 +104,10 @@ def keypoints(values: Sequence[Any]) -> tuple[float, ...]:
     return tuple(_finite(v, "keypoint") for v in values)
 
 
+# Length of an annotation's stored value (`Annotation.to_value`).
+ANNOTATION_FIELDS = 10
+
+
 @dataclass(frozen=True)
 class Annotation:
     """One label (or prediction) on a frame: a class plus any of box, polygon, mask and keypoints.

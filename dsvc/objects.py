@@ -15,7 +15,7 @@ import numpy as np
 from dsvc import codec
 from dsvc.errors import CorruptObject, UnsupportedFormat
 from dsvc.hashing import ID_SIZE, ObjectId, hash_bytes
-from dsvc.model import Annotation, trusted_from_value
+from dsvc.model import ANNOTATION_FIELDS, Annotation, trusted_from_value
 
 FORMAT_VERSION = 1
 
@@ -138,9 +138,15 @@ class Labels(StoredObject):
 
     @classmethod
     def from_fields(cls, values: list[Any]) -> Labels:
-        """Decode stored labels: verified bytes need no second validation (see model.trusted_from_value)."""
+        """Decode stored labels, keeping each annotation's value: the Annotations are built (trusted,
+        see model.trusted_from_value) on the first read of `annotations`, and a renderer that needs
+        only the values (`annotation_values`) never builds them."""
         (annotations,) = values
-        return cls(tuple(trusted_from_value(a) for a in annotations))
+        if any(len(a) != ANNOTATION_FIELDS for a in annotations):
+            raise ValueError(f"an annotation has other than {ANNOTATION_FIELDS} fields")
+        labels = object.__new__(cls)
+        labels.__dict__["_values"] = annotations
+        return labels
 
     @classmethod
     def from_encoded_annotations(cls, encoded: list[bytes]) -> Labels:
@@ -151,13 +157,28 @@ class Labels(StoredObject):
         labels.__dict__["_encoded"] = b"".join((LABELS_PREFIX, codec.array_header(len(encoded)), *encoded))
         return labels
 
+    def annotation_values(self) -> tuple[tuple[Any, ...], ...] | list[list[Any]]:
+        """Each annotation's value in `Annotation.to_value`'s layout, without building Annotations when
+        the labels were decoded or parsed (what rendering a million of them needs)."""
+        cache = self.__dict__
+        if "_values" in cache:
+            return cache["_values"]  # type: ignore[no-any-return]
+        if "annotations" in cache:
+            return [a.to_value() for a in self.annotations]
+        _, _, cache["_values"] = codec.decode(cache["_encoded"])
+        return cache["_values"]  # type: ignore[no-any-return]
+
     def __getattr__(self, name: str) -> Any:
-        # Reached only when `annotations` is unset: Labels from from_encoded_annotations, until first read.
-        if name != "annotations" or "_encoded" not in self.__dict__:
+        # Reached only when `annotations` is unset: Labels decoded or parsed (from_fields,
+        # from_encoded_annotations), until their annotations are first read.
+        cache = self.__dict__
+        if name != "annotations" or ("_values" not in cache and "_encoded" not in cache):
             raise AttributeError(name)
-        _, _, annotations = codec.decode(self.__dict__["_encoded"])
-        decoded = tuple(trusted_from_value(a) for a in annotations)
-        self.__dict__["annotations"] = decoded
+        try:
+            decoded = tuple(trusted_from_value(a) for a in self.annotation_values())
+        except (TypeError, ValueError) as exc:
+            raise CorruptObject(f"malformed labels object: {exc}") from None
+        cache["annotations"] = decoded
         return decoded
 
     def validated(self) -> Labels:

@@ -152,6 +152,29 @@ def test_trusted_decoding_builds_what_validating_decoding_builds(labels: Labels)
 
 
 @given(S.labels)
+def test_annotation_values_are_the_stored_values_however_labels_were_made(labels: Labels) -> None:
+    stored = [codec.decode(codec.encode(a.to_value())) for a in labels.annotations]
+    decoded = load(labels.to_bytes(), Labels)
+    assert list(decoded.annotation_values()) == stored
+    assert "annotations" not in decoded.__dict__  # the values were read without building Annotations
+    parsed = Labels.from_encoded_annotations([codec.encode(a.to_value()) for a in labels.annotations])
+    assert list(parsed.annotation_values()) == stored
+    assert [codec.decode(codec.encode(v)) for v in labels.annotation_values()] == stored
+    assert decoded.to_bytes() == labels.to_bytes()  # and the Annotations built on first read are the same
+
+
+def test_malformed_stored_annotations_are_corrupt_when_decoded_or_first_read() -> None:
+    value = Annotation("cat", 1, BBox(1, 2, 3, 4)).to_value()
+    short = codec.encode([Labels.KIND, FORMAT_VERSION, [value[:9]]])
+    with pytest.raises(CorruptObject, match="fields"):
+        load(short, Labels)
+    value[2] = [1.0, 2.0, 3.0]  # a box of three numbers: the right shape outside, wrong inside
+    lazy = load(codec.encode([Labels.KIND, FORMAT_VERSION, [value]]), Labels)
+    with pytest.raises(CorruptObject, match="malformed labels"):
+        _ = lazy.annotations
+
+
+@given(S.labels)
 def test_labels_from_encoded_annotations_are_the_labels_themselves(labels: Labels) -> None:
     encoded = [codec.encode(a.to_value()) for a in labels.annotations]
     built = Labels.from_encoded_annotations(encoded)

@@ -81,14 +81,15 @@ def _document(source: Source, frames: Iterable[tuple[str, Frame, Labels]]) -> di
     annotations = []
     for _, image, labels in rows:
         image_id = image["id"]
-        for ann in labels.annotations:
-            if ann.label not in cat_ids or ann.id is None:
-                problem = "has no id" if ann.id is None else f"has class {ann.label!r}, not a category"
+        for value in labels.annotation_values():
+            label, ident = value[0], value[1]
+            if label not in cat_ids or ident is None:
+                problem = "has no id" if ident is None else f"has class {label!r}, not a category"
                 raise InvalidInput(
                     f"an annotation of frame {image['file_name']!r} {problem}", path=source.path
                 )
-            with_crowd = not all_without_crowd and ann.id not in without_crowd
-            annotations.append(coco_annotations.render(ann, image_id, cat_ids[ann.label], with_crowd))
+            with_crowd = not all_without_crowd and ident not in without_crowd
+            annotations.append(coco_annotations.render(value, image_id, cat_ids[label], with_crowd))
     doc: dict[str, Any] = {key: meta.pop(key) for key in ("info", "licenses") if key in meta}
     doc["images"] = [image for _, image, _ in rows]
     if private.get("annotations", True):

@@ -23,7 +23,6 @@ from dsvc.formats.common import (
     rle_from_json,
     rle_to_json,
 )
-from dsvc.model import Annotation
 from dsvc.objects import Labels
 
 # Fields with a typed place in Annotation (image_id and category_id become the frame and the class);
@@ -214,24 +213,25 @@ def check(a: Any, i: int, images: Mapping[Any, int], names: Mapping[Any, str], p
         number(a["score"], path, f"{loc}.score")
 
 
-def render(ann: Annotation, image_id: Any, category_id: Any, with_crowd: bool) -> dict[str, Any]:
-    """One COCO annotation, fields in COCO's usual order, extra fields after them."""
-    out: dict[str, Any] = {"id": ann.id, "image_id": image_id, "category_id": category_id}
-    if ann.polygon is not None:
-        out["segmentation"] = ann.polygon
-    elif ann.mask is not None:
-        out["segmentation"] = rle_to_json(ann.mask)
-    if ann.area is not None:
-        out["area"] = ann.area
-    if ann.bbox is not None:
-        box = ann.bbox
-        out["bbox"] = (box.x, box.y, box.w, box.h)
-    if with_crowd or ann.iscrowd:
-        out["iscrowd"] = int(ann.iscrowd)
-    if ann.keypoints is not None:
-        out["keypoints"] = ann.keypoints
-    if ann.score is not None:
-        out["score"] = ann.score
-    if ann.attributes:
-        out.update(ann.attributes)
+def render(value: Sequence[Any], image_id: Any, category_id: Any, with_crowd: bool) -> dict[str, Any]:
+    """One COCO annotation from its stored value (`Annotation.to_value`'s layout, as
+    `Labels.annotation_values` gives it), fields in COCO's usual order, extra fields after them."""
+    _, ident, bbox, polygon, mask, keypoints, iscrowd, area, score, attributes = value
+    out: dict[str, Any] = {"id": ident, "image_id": image_id, "category_id": category_id}
+    if polygon is not None:
+        out["segmentation"] = polygon
+    elif mask is not None:
+        out["segmentation"] = rle_to_json(*mask)
+    if area is not None:
+        out["area"] = area
+    if bbox is not None:
+        out["bbox"] = bbox
+    if with_crowd or iscrowd:
+        out["iscrowd"] = int(iscrowd)
+    if keypoints is not None:
+        out["keypoints"] = keypoints
+    if score is not None:
+        out["score"] = score
+    if attributes:
+        out.update(attributes)
     return out

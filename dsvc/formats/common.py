@@ -221,6 +221,6 @@ def rle_from_json(value: Any, path: str, location: str) -> RLE:
     )
 
 
-def rle_to_json(mask: RLE) -> dict[str, Any]:
-    """The COCO form of a mask, as pycocotools reads it."""
-    return {"size": [mask.height, mask.width], "counts": mask.counts}
+def rle_to_json(height: int, width: int, counts: str | Sequence[int]) -> dict[str, Any]:
+    """The COCO form of a mask (its `RLE.to_value`), as pycocotools reads it."""
+    return {"size": [height, width], "counts": counts}

@@ -215,7 +215,7 @@ def _label_json(ann: Annotation) -> dict[str, Any]:
     if ann.polygon is not None:
         out["polygon"] = ann.polygon
     if ann.mask is not None:
-        out["mask"] = rle_to_json(ann.mask)
+        out["mask"] = rle_to_json(*ann.mask.to_value())
     if ann.keypoints is not None:
         out["keypoints"] = ann.keypoints
     if ann.iscrowd:
