@@ -300,6 +300,19 @@ def test_small_blobs_live_in_packs_large_ones_on_their_own(tmp_path: Path) -> No
     assert not store.has_blob(store.put(b"an object, not a blob"))
 
 
+def test_has_blobs_answers_as_has_blob_for_packed_loose_pending_and_absent_blobs(tmp_path: Path) -> None:
+    store = DiskObjectStore.create(tmp_path / "objects")
+    packed, loose = store.put_blob(os.urandom(20_000)), store.put_blob(os.urandom(2 << 20))
+    sibling = ObjectId(loose[:2] + bytes(30))  # shares the loose blob's folders, is not there
+    absent = hash_bytes(b"never stored")
+    with store.batch():
+        pending = store.put_blob(os.urandom(2 << 20))
+        asked = [absent, loose, packed, sibling, pending]
+        assert store.has_blobs(asked) == [store.has_blob(i) for i in asked] == [False, True, True, False, True]
+    assert store.has_blobs(asked) == [False, True, True, False, True]
+    assert DiskObjectStore.create(tmp_path / "empty").has_blobs(asked) == [False] * 5
+
+
 def test_storing_a_large_file_streams_in_constant_memory(tmp_path: Path) -> None:
     big = tmp_path / "big.bin"
     chunk = os.urandom(1 << 20)

@@ -211,6 +211,9 @@ class DiskObjectStore(ObjectStore):
     def _has_loose(self, oid: ObjectId) -> bool:
         return self.loose.contains(oid)
 
+    def _has_loose_many(self, oids: list[ObjectId]) -> list[bool]:
+        return self.loose.contains_many(oids)
+
     def _put_blob_chunks(self, chunks: Iterator[bytes]) -> tuple[ObjectId, int]:
         return self.loose.put_stream(chunks)
 

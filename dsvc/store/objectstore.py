@@ -105,6 +105,10 @@ class ObjectStore(ABC):
     def _has_loose(self, oid: ObjectId) -> bool:
         """Tell whether a large blob is stored on its own."""
 
+    def _has_loose_many(self, oids: list[ObjectId]) -> list[bool]:
+        """`_has_loose` for many ids (a store that can answer them together overrides this)."""
+        return [self._has_loose(oid) for oid in oids]
+
     @abstractmethod
     def _put_blob_chunks(self, chunks: Iterator[bytes]) -> tuple[ObjectId, int]:
         """Store a large blob on its own from a stream of chunks; return (id, size)."""
@@ -294,9 +298,9 @@ class ObjectStore(ABC):
     def has_blobs(self, oids: list[ObjectId]) -> list[bool]:
         """`has_blob` for many ids: packed ones found with one vectorised lookup, the rest looked for
         on their own (large blobs)."""
-        return [
-            found or self._has_loose(oid) for oid, found in zip(oids, self.contains_many(oids), strict=True)
-        ]
+        found = self.contains_many(oids)
+        loose = iter(self._has_loose_many([oid for oid, here in zip(oids, found, strict=True) if not here]))
+        return [here or next(loose) for here in found]
 
     def read_blob(self, oid: ObjectId) -> bytes:
         """Return a blob's bytes, verified against its id."""
