@@ -22,6 +22,9 @@ if _sync_file_range is not None:
     _sync_file_range.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
 SYNC_FILE_RANGE_WRITE = 2
 
+# Bytes as they are written out: a buffer of their own, or a view into a mapped pack.
+Buffer = bytes | memoryview
+
 
 def temp_name(path: Path) -> Path:
     """Return a unique temporary sibling of path, in the same folder so rename is atomic."""
@@ -100,7 +103,7 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: Buffer) -> None:
     """Write every byte (os.write may write fewer than asked)."""
     view = memoryview(data)
     while view:

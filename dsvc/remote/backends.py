@@ -20,8 +20,11 @@ from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlparse
 
-from dsvc.atomic import fsync_dir
+from dsvc.atomic import Buffer, fsync_dir
 from dsvc.errors import InvalidInput, RemoteError
+
+# What a put writes: bytes, or bytes in parts (a pack laid out from views into local packs).
+Data = bytes | Sequence[Buffer]
 
 _KEY_PART = re.compile(r"^[A-Za-z0-9._@+=-]+$")
 MAX_KEY = 1024
@@ -66,9 +69,9 @@ class Backend(ABC):
     url: str
 
     @abstractmethod
-    def put(self, key: str, data: bytes, *, create: bool = False, if_match: str | None = None) -> str:
-        """Write a key and return its new etag. With create, fail if it exists; with if_match, fail unless
-        its current etag is that one (PreconditionFailed either way)."""
+    def put(self, key: str, data: Data, *, create: bool = False, if_match: str | None = None) -> str:
+        """Write a key (its bytes, or its bytes in parts) and return its new etag. With create, fail if it
+        exists; with if_match, fail unless its current etag is that one (PreconditionFailed either way)."""
 
     @abstractmethod
     def get(self, key: str) -> Fetched:
@@ -109,16 +112,17 @@ class FolderBackend(Backend):
         # Every write renames a new file into place, so inode + mtime + size name one version of a key.
         return f"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}"
 
-    def _write_temp(self, data: bytes) -> Path:
+    def _write_temp(self, data: Data) -> Path:
         self._tmp.mkdir(parents=True, exist_ok=True)
         tmp = self._tmp / f"put-{secrets.token_hex(8)}"
         with open(tmp, "wb") as handle:
-            handle.write(data)
+            for part in [data] if isinstance(data, bytes) else data:
+                handle.write(part)
             handle.flush()
             os.fsync(handle.fileno())
         return tmp
 
-    def put(self, key: str, data: bytes, *, create: bool = False, if_match: str | None = None) -> str:
+    def put(self, key: str, data: Data, *, create: bool = False, if_match: str | None = None) -> str:
         dest = self._path(key)
         tmp = self._write_temp(data)
         try:
@@ -199,13 +203,14 @@ class ObjectStoreBackend(Backend):
         self.store = store
         self.url = url
 
-    def put(self, key: str, data: bytes, *, create: bool = False, if_match: str | None = None) -> str:
+    def put(self, key: str, data: Data, *, create: bool = False, if_match: str | None = None) -> str:
         import obstore
         from obstore.exceptions import AlreadyExistsError, PreconditionError
 
         mode: Any = "create" if create else {"e_tag": if_match} if if_match is not None else "overwrite"
         try:
-            result = obstore.put(self.store, check_key(key), data, mode=mode)
+            whole = data if isinstance(data, bytes) else b"".join(data)
+            result = obstore.put(self.store, check_key(key), whole, mode=mode)
         except (AlreadyExistsError, PreconditionError):
             raise PreconditionFailed(f"{key} exists or changed on {self.url}") from None
         except Exception as exc:
@@ -281,7 +286,7 @@ class CountingBackend(Backend):
         self.url = inner.url
         self.requests = 0
 
-    def put(self, key: str, data: bytes, *, create: bool = False, if_match: str | None = None) -> str:
+    def put(self, key: str, data: Data, *, create: bool = False, if_match: str | None = None) -> str:
         self.requests += 1
         return self.inner.put(key, data, create=create, if_match=if_match)
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dsvc import codec
+from dsvc.atomic import Buffer
 from dsvc.errors import CorruptObject, RemoteError
 from dsvc.hashing import ObjectId, hash_bytes
 from dsvc.remote.backends import Backend, Stat
@@ -51,9 +52,9 @@ class Uploaded:
     indexes: dict[str, builtins.bytes] = field(default_factory=dict)
 
 
-def _cut(store: ObjectStore, oids: list[ObjectId], target: int) -> Iterator[list[tuple[ObjectId, bytes]]]:
+def _cut(store: ObjectStore, oids: list[ObjectId], target: int) -> Iterator[list[tuple[ObjectId, Buffer]]]:
     """Sorted (id, stored bytes) runs of about target bytes each."""
-    run: list[tuple[ObjectId, bytes]] = []
+    run: list[tuple[ObjectId, Buffer]] = []
     size = 0
     ordered = sorted(oids)
     for start in range(0, len(ordered), READ_BATCH):
@@ -82,12 +83,13 @@ def upload_packs(
     when its bytes match."""
     done = Uploaded()
 
-    def send(name: str, data: bytes, index: bytes, count: int) -> tuple[str, bytes, int, int]:
+    def send(name: str, parts: list[Buffer], index: bytes, count: int) -> tuple[str, bytes, int, int]:
         sent = 0
         known = sizes.get(name)
-        if name not in unindexed or known is None or known.size != len(data):
-            backend.put(pack_key(name, "pack"), data)
-            sent += len(data)
+        size = sum(map(len, parts))
+        if name not in unindexed or known is None or known.size != size:
+            backend.put(pack_key(name, "pack"), parts)
+            sent += size
         backend.put(pack_key(name, "idx"), index)
         return name, index, count, sent + len(index)
 
@@ -104,8 +106,8 @@ def upload_packs(
         try:
             for prefix, ids in ((OBJECT_PACK, objects), (MEDIA_PACK, blobs)):
                 for run in _cut(store, ids, target):
-                    name, data, index = pack_bytes(run, prefix)
-                    pending.append(pool.submit(send, name, data, index, len(run)))
+                    name, parts, index = pack_bytes(run, prefix)
+                    pending.append(pool.submit(send, name, parts, index, len(run)))
                     while len(pending) >= IN_FLIGHT:  # bound the pack bytes held in memory
                         harvest(pending.pop(0))
             while pending:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from dsvc import codec
+from dsvc.atomic import Buffer
 from dsvc.errors import ObjectMissing
 from dsvc.hashing import ObjectId
 from dsvc.store.loose import LooseBlobs
@@ -111,13 +112,14 @@ class DiskObjectStore(ObjectStore):
                 raise ObjectMissing(f"object {oid.hex()} is not in the store")
             yield oid, self._verified(oid, found[0].read_at(found[1]), blob=False)
 
-    def stored_many(self, oids: list[ObjectId]) -> Iterator[tuple[ObjectId, bytes]]:
-        """Stored bytes of many objects and blobs, located with one search per pack."""
+    def stored_many(self, oids: list[ObjectId]) -> Iterator[tuple[ObjectId, Buffer]]:
+        """Stored bytes of many objects and blobs, located with one search per pack; packed ones are
+        views of their pack, not copies."""
         if not oids or self._batch is not None:
             yield from super().stored_many(oids)
             return
         for oid, found in zip(oids, self._locate_many(oids), strict=True):
-            yield oid, found[0].read_at(found[1]) if found is not None else self.stored_bytes(oid)
+            yield oid, found[0].view_at(found[1]) if found is not None else self.stored_bytes(oid)
 
     def _read_stored(self, oid: ObjectId) -> bytes | None:
         for _, entries in self._in_flight:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from dsvc import codec
-from dsvc.atomic import write_file
+from dsvc.atomic import Buffer, write_file
 from dsvc.errors import CorruptObject, ObjectMissing
 from dsvc.hashing import HEX_SIZE, ObjectId, hash_bytes, iter_chunks
 from dsvc.objects import StoredObject, load
@@ -348,7 +348,7 @@ class ObjectStore(ABC):
             return codec.frame_blob(self._read_loose(oid), 0)
         raise ObjectMissing(f"object {oid.hex()} is not in the store")
 
-    def stored_many(self, oids: list[ObjectId]) -> Iterator[tuple[ObjectId, bytes]]:
+    def stored_many(self, oids: list[ObjectId]) -> Iterator[tuple[ObjectId, Buffer]]:
         """`stored_bytes` for many ids, in the order given."""
         for oid in oids:
             yield oid, self.stored_bytes(oid)

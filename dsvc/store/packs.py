@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from dsvc import codec
-from dsvc.atomic import fsync_dir, fsync_path, naming, start_writeback, temp_name
+from dsvc.atomic import Buffer, fsync_dir, fsync_path, naming, start_writeback, temp_name
 from dsvc.errors import CorruptObject, UnsupportedFormat
 from dsvc.hashing import ID_SIZE, ObjectId, hash_bytes, hasher
 
@@ -152,11 +152,21 @@ class PackReader:
 
     def read_at(self, position: int) -> bytes:
         """Return the stored (framed) bytes of the object at an index position."""
+        offset, end = self._span(position)
+        return self._map[offset:end]
+
+    def view_at(self, position: int) -> memoryview:
+        """The stored bytes at an index position as a view of the mapped pack, not a copy: a push
+        writes them straight out again. The pack cannot be closed while a view is alive."""
+        offset, end = self._span(position)
+        return memoryview(self._map)[offset:end]
+
+    def _span(self, position: int) -> tuple[int, int]:
         offset = int(self.index.offsets[position])
         end = offset + int(self.index.lengths[position])
         if end > self._size:
             raise CorruptObject(f"pack index {self.index.name} points past the end of its pack")
-        return self._map[offset:end]
+        return offset, end
 
     def header_at(self, position: int) -> int:
         """The framing kind of the entry at a position, without copying the entry."""
@@ -240,8 +250,12 @@ def build_index(id_list: list[bytes], offset_list: list[int], length_list: list[
     return PackIndex(name, ids, offsets, lengths, fanout.tolist(), body + hash_bytes(body))
 
 
-def pack_bytes(entries: list[tuple[ObjectId, bytes]], prefix: str = "pack") -> tuple[str, bytes, bytes]:
-    """Build a whole pack in memory from (id, stored bytes) pairs sorted by id: (name, pack, index file).
+def pack_bytes(
+    entries: list[tuple[ObjectId, Buffer]], prefix: str = "pack"
+) -> tuple[str, list[Buffer], bytes]:
+    """Lay out a whole pack from (id, stored bytes) pairs sorted by id: (name, the pack's bytes in
+    parts, index file). The parts are the header and the entries themselves, so views into local packs
+    reach the remote without being copied into one buffer first.
 
     The name is `<prefix>-` and the BLAKE3 of the sorted ids, as for packs written to disk."""
     name_hash = hasher()
@@ -253,8 +267,8 @@ def pack_bytes(entries: list[tuple[ObjectId, bytes]], prefix: str = "pack") -> t
         offset += len(stored)
     name = f"{prefix}-{name_hash.hexdigest()}"
     index = build_index([oid for oid, _ in entries], offsets, lengths, name)
-    data = b"".join((PACK_HEADER.pack(PACK_MAGIC, PACK_VERSION), *(stored for _, stored in entries)))
-    return name, data, bytes(index.data)
+    parts = [PACK_HEADER.pack(PACK_MAGIC, PACK_VERSION), *(stored for _, stored in entries)]
+    return name, parts, bytes(index.data)
 
 
 def finish_pack(pending: PendingPack) -> str:
