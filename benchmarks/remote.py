@@ -4,6 +4,10 @@ parallel obstore PUT and GET of the same bytes and against `dvc push` / `dvc pul
 One run measures, for each remote: the first push, a clone (with checkout, and without: transfer only),
 and an incremental push after relabelling 1% of the frames (its bytes and requests); then the same with
 DVC, and raw obstore transfers of the pack bytes dsvc uploaded (8 threads, one object per pack).
+
+Nothing is deleted until the run ends. On ext4 without a journal, as here, creating files soon after
+many were deleted is several times slower (the inode allocator skips recently freed inodes), so a
+deletion between steps would tax whichever tool ran next.
 """
 
 from __future__ import annotations
@@ -66,8 +70,10 @@ def _dataset(path: Path, frames: int, media_size: int) -> None:
     datagen.generate(path, frames, media_size=media_size, seed=11)
 
 
-def _dsvc(work: Path, base: Path, url: str, env: dict[str, str], endpoint: list[str]) -> dict[str, Any]:
-    repo = work / f"dsvc-{len(list(work.glob('dsvc-*')))}"
+def _dsvc(
+    work: Path, base: Path, remote: str, url: str, env: dict[str, str], endpoint: list[str]
+) -> dict[str, Any]:
+    repo = work / f"dsvc-{remote}"
     shutil.copytree(base, repo)
     for argv in (
         [DSVC, "init", "-q"],
@@ -80,13 +86,10 @@ def _dsvc(work: Path, base: Path, url: str, env: dict[str, str], endpoint: list[
         _run(argv, repo, env)
     push_s, out = _run([DSVC, "push", "--json"], repo, env)
     pushed = json.loads(out)
-    clone_s, _ = _run([DSVC, "clone", url, str(work / "clone"), *endpoint, "-q"], work, env)
-    transfer_s, _ = _run(
-        [DSVC, "clone", url, str(work / "bare"), *endpoint, "--no-checkout", "-q"], work, env
-    )
-    same = _tree(work / "clone" / "images") == _tree(repo / "images")
-    shutil.rmtree(work / "clone")
-    shutil.rmtree(work / "bare")
+    clone, bare = work / f"{repo.name}-clone", work / f"{repo.name}-bare"
+    clone_s, _ = _run([DSVC, "clone", url, str(clone), *endpoint, "-q"], work, env)
+    transfer_s, _ = _run([DSVC, "clone", url, str(bare), *endpoint, "--no-checkout", "-q"], work, env)
+    same = _tree(clone / "images") == _tree(repo / "images")
     datagen.mutate(repo, relabel=0.01, add=0, seed=3)
     _run([DSVC, "add", "."], repo, env)
     _run([DSVC, "commit", "-m", "v1"], repo, env)
@@ -104,7 +107,6 @@ def _dsvc(work: Path, base: Path, url: str, env: dict[str, str], endpoint: list[
         "incremental_requests": incremental["requests"],
         "incremental_objects": incremental["objects"],
         "clone_identical": same,
-        "repo": str(repo),
     }
 
 
@@ -112,8 +114,10 @@ def _tree(root: Path) -> dict[str, int]:
     return {p.relative_to(root).as_posix(): p.stat().st_size for p in root.rglob("*") if p.is_file()}
 
 
-def _dvc(work: Path, base: Path, url: str, env: dict[str, str], endpoint: str | None) -> dict[str, Any]:
-    repo = work / f"dvc-{len(list(work.glob('dvc-*')))}"
+def _dvc(
+    work: Path, base: Path, remote: str, url: str, env: dict[str, str], endpoint: str | None
+) -> dict[str, Any]:
+    repo = work / f"dvc-{remote}"
     shutil.copytree(base, repo)
     for argv in (
         ["git", "init", "-q"],
@@ -128,15 +132,13 @@ def _dvc(work: Path, base: Path, url: str, env: dict[str, str], endpoint: str | 
     ):
         _run(argv, repo, env)
     push_s, _ = _run([DVC, "push", "-q"], repo, env)
-    clone = work / "dvc-clone"
+    clone = work / f"{repo.name}-clone"
     _run(["git", "clone", "-q", str(repo), str(clone)], work, env)
     pull_s, _ = _run([DVC, "pull", "-q"], clone, env)
-    shutil.rmtree(clone)
     datagen.mutate(repo, relabel=0.01, add=0, seed=3)
     for argv in ([DVC, "add", "images", "annotations"], ["git", "add", "-A"], ["git", "commit", "-qm", "v1"]):
         _run(argv, repo, env)
     inc_s, _ = _run([DVC, "push", "-q"], repo, env)
-    shutil.rmtree(repo)
     return {"push_s": push_s, "pull_s": pull_s, "incremental_s": inc_s}
 
 
@@ -165,8 +167,7 @@ def _measure(work: Path, frames: int, media_size: int, dvc: bool) -> dict[str, A
         }
         results: dict[str, Any] = {}
         for name, (url, endpoint_args, endpoint) in targets.items():
-            mine = _dsvc(work, base, url, env, endpoint_args)
-            shutil.rmtree(mine.pop("repo"))
+            mine = _dsvc(work, base, name, url, env, endpoint_args)
             packs = {
                 p.relative_to(folder).as_posix(): p.read_bytes()
                 for p in sorted((folder / "packs").glob("*.pack"))
@@ -181,6 +182,7 @@ def _measure(work: Path, frames: int, media_size: int, dvc: bool) -> dict[str, A
                 _dvc(
                     work,
                     base,
+                    name,
                     str(work / "dvc-remote") if name == "folder" else f"s3://{seaweed.BUCKET}/dvc",
                     env,
                     endpoint,
