@@ -308,7 +308,9 @@ def test_has_blobs_answers_as_has_blob_for_packed_loose_pending_and_absent_blobs
     with store.batch():
         pending = store.put_blob(os.urandom(2 << 20))
         asked = [absent, loose, packed, sibling, pending]
-        assert store.has_blobs(asked) == [store.has_blob(i) for i in asked] == [False, True, True, False, True]
+        assert (
+            store.has_blobs(asked) == [store.has_blob(i) for i in asked] == [False, True, True, False, True]
+        )
     assert store.has_blobs(asked) == [False, True, True, False, True]
     assert DiskObjectStore.create(tmp_path / "empty").has_blobs(asked) == [False] * 5
 

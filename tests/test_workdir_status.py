@@ -371,3 +371,26 @@ def test_a_touched_source_does_not_block_a_checkout_but_a_changed_one_does(
         Repo(repo.root).checkout("main")
     Repo(repo.root).checkout("main", force=True)
     assert source.read_bytes() == v1
+
+
+def test_checkout_restores_each_files_executable_bit_and_bytes(repo_dir: Path) -> None:
+    tool, data = repo_dir / "bin" / "tool.sh", repo_dir / "bin" / "data.txt"
+    tool.parent.mkdir()
+    tool.write_bytes(b"#!/bin/sh\necho v0\n")
+    tool.chmod(0o755)
+    data.write_bytes(b"v0")
+    repo = Repo(repo_dir)
+    repo.add()
+    repo.commit("v0", WHO)
+    repo.create_ref("tags", "v0")
+    tool.write_bytes(b"#!/bin/sh\necho v1\n")  # the same mode, new bytes
+    data.write_bytes(b"v1")
+    data.chmod(0o755)  # and a plain file made executable
+    repo.add()
+    repo.commit("v1", WHO)
+    repo.checkout("v0")
+    assert tool.read_bytes() == b"#!/bin/sh\necho v0\n" and tool.stat().st_mode & 0o111
+    assert data.read_bytes() == b"v0" and not data.stat().st_mode & 0o111
+    repo.checkout("main")
+    assert tool.stat().st_mode & 0o111 and data.stat().st_mode & 0o111 and data.read_bytes() == b"v1"
+    assert Repo(repo_dir).status().clean

@@ -105,6 +105,7 @@ def checkout(
         missing = [b for b, here in zip(unique, store.has_blobs(unique), strict=True) if not here]
         if missing:
             fetch_blobs(missing)
+    folders: set[Path] = set()  # made (or found) by this loop: one mkdir per folder, not per file
     for key, value in progress(sorted(changes.items()), len(changes), "writing files"):
         rel = key.decode()
         dest = safe_path(root, rel)
@@ -112,13 +113,18 @@ def checkout(
             if dest.is_file() or dest.is_symlink():
                 dest.unlink()
                 prune_empty_dirs(dest.parent, root)
+                folders.clear()
             result.removed.append(rel)
             continue
         entry = FileEntry.from_bytes(value)
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        if dest.parent not in folders:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            folders.add(dest.parent)
         store.copy_blob(entry.blob, dest)
-        os.chmod(dest, entry.mode)
         st = dest.stat()
+        if file_mode(st.st_mode) != entry.mode:  # new files are not executable: only these need it
+            os.chmod(dest, entry.mode)
+            st = dest.stat()
         result.written.append((rel, st.st_size, st.st_mtime_ns, st.st_ino, entry.blob, file_mode(st.st_mode)))
     if result.written or result.removed:  # files were written without an fsync each: one sync for all
         sync_filesystem(root)
