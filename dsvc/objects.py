@@ -6,7 +6,7 @@ version newer than this code knows is refused rather than misread.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, ClassVar, NamedTuple, TypeVar
 
@@ -157,7 +157,7 @@ class Labels(StoredObject):
         labels.__dict__["_encoded"] = b"".join((LABELS_PREFIX, codec.array_header(len(encoded)), *encoded))
         return labels
 
-    def annotation_values(self) -> tuple[tuple[Any, ...], ...] | list[list[Any]]:
+    def annotation_values(self) -> Sequence[Sequence[Any]]:
         """Each annotation's value in `Annotation.to_value`'s layout, without building Annotations when
         the labels were decoded or parsed (what rendering a million of them needs)."""
         cache = self.__dict__
@@ -179,6 +179,7 @@ class Labels(StoredObject):
         except (TypeError, ValueError) as exc:
             raise CorruptObject(f"malformed labels object: {exc}") from None
         cache["annotations"] = decoded
+        cache.pop("_values", None)  # held once: as Annotations now
         return decoded
 
     def validated(self) -> Labels:

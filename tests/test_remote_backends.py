@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from dsvc.errors import RemoteError
-from dsvc.remote.backends import Backend, NotOnRemote, PreconditionFailed, check_key, open_backend
+from dsvc.remote.backends import Backend, Fetched, NotOnRemote, PreconditionFailed, check_key, open_backend
 
 
 @pytest.fixture(params=["folder", "s3"])
@@ -30,6 +30,13 @@ def test_put_get_head_delete(backend: Backend) -> None:
     with pytest.raises(NotOnRemote):
         backend.get("packs/a.pack")
     backend.delete("packs/a.pack")  # absent: not an error
+
+
+def test_a_put_in_parts_writes_them_in_order(backend: Backend) -> None:
+    mapped = memoryview(b"..views of a mapped pack..")
+    parts = [b"header|", mapped[2:7], b"", mapped[8:10], b"|tail"]
+    etag = backend.put("packs/b.pack", parts)
+    assert backend.get("packs/b.pack") == Fetched(b"header|viewsof|tail", etag)
 
 
 def test_overwrite_changes_the_etag(backend: Backend) -> None:
