@@ -184,7 +184,8 @@ def _measure(work: Path, frames: int, media_size: int, dvc: bool) -> dict[str, A
                 try:
                     peer = _dvc(work, base, name, dvc_url, env, endpoint)
                 except RuntimeError as err:  # the peer failing must not discard dsvc's figures
-                    peer = {"error": str(err).strip().splitlines()[-1][:300]}
+                    lines = str(err).strip().splitlines()
+                    peer = {"error": next((x for x in lines if x.startswith("ERROR")), lines[0])[:300]}
             results[name] = {"dsvc": mine, "raw": raw, "dvc": peer}
     finally:
         server.stop()
