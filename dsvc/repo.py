@@ -406,7 +406,8 @@ class Repo(RemoteMixin):
         worktree = worktree_changes(self.store, self.index, self.root, self.sources(), current, touched)
         dirty = worktree.changes
         staged_changes = compare_roots(self.store, self.roots_of(self.head_commit()), current)
-        if not force and not staged_changes.empty and current != target:
+        # Nothing staged (a clone without checkout) holds no work to lose: the checkout writes every file.
+        if not force and not staged_changes.empty and current != target and current != empty_roots():
             raise DsvcError("staged changes would be lost: commit them, or use --force")
         lazy = settings.lazy_media_remote(self.config)
         fetch = (lambda blobs: self.fetch_media_blobs(lazy, blobs)) if lazy else None

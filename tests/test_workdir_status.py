@@ -394,3 +394,24 @@ def test_checkout_restores_each_files_executable_bit_and_bytes(repo_dir: Path) -
     repo.checkout("main")
     assert tool.stat().st_mode & 0o111 and data.stat().st_mode & 0o111 and data.read_bytes() == b"v1"
     assert Repo(repo_dir).status().clean
+
+
+def test_checkout_refuses_to_drop_staged_work_but_not_an_empty_stage(repo_dir: Path) -> None:
+    data = repo_dir / "data.txt"
+    data.write_bytes(b"v0")
+    repo = Repo(repo_dir)
+    repo.add()
+    repo.commit("v0", WHO)
+    repo.create_ref("tags", "v0")
+    data.write_bytes(b"v1")
+    repo.add()
+    repo.commit("v1", WHO)
+    data.write_bytes(b"staged, never committed")
+    repo.add()
+    with pytest.raises(DsvcError, match="staged changes would be lost"):
+        repo.checkout("v0")
+    assert data.read_bytes() == b"staged, never committed"  # refused before writing anything
+    data.unlink()
+    repo.add()  # now nothing at all is staged: the stage an empty working tree (or a bare clone) leaves
+    repo.checkout("v0")
+    assert data.read_bytes() == b"v0"
