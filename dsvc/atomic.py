@@ -66,7 +66,7 @@ def temporary_file(path: Path, mode: int = 0o644) -> Iterator[tuple[int, Path]]:
     os.close(fd)
 
 
-def write_file(path: Path, data: bytes, mode: int = 0o644, durable: bool = True) -> None:
+def write_file(path: Path, data: Buffer, mode: int = 0o644, durable: bool = True) -> None:
     """Atomically replace path with data; durable (fsynced, with its folder) unless asked not to."""
     with temporary_file(path, mode) as (fd, tmp):
         write_all(fd, data)

@@ -228,10 +228,17 @@ def _looks_compressed(data: bytes) -> bool:
 def unframe(stored: bytes | memoryview, max_size: int = MAX_OBJECT_SIZE) -> bytes:
     """Undo `frame` or `frame_blob`; a bad header, a damaged zstd frame or an oversized payload raises
     CorruptObject."""
+    data = unframe_view(stored, max_size)
+    return data if isinstance(data, bytes) else bytes(data)
+
+
+def unframe_view(stored: bytes | memoryview, max_size: int = MAX_OBJECT_SIZE) -> bytes | memoryview:
+    """`unframe` that lends a raw payload as a view of stored instead of copying it (a checkout writes
+    media straight from the mapped pack)."""
     header = stored_kind(stored)
-    body = stored[HEADER_SIZE:]
+    body = memoryview(stored)[HEADER_SIZE:]
     if header in (RAW, BLOB_RAW):
-        return bytes(body)
+        return body
     if header in (ZSTD, BLOB_ZSTD):
         try:
             params = zstandard.get_frame_parameters(body)

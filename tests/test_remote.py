@@ -26,6 +26,7 @@ from dsvc.remote.layout import list_packs, pack_key
 from dsvc.remote.sync import Remote, push
 from dsvc.repo import Repo
 from dsvc.store.packs import INDEX_HEADER, PackIndex
+from dsvc.workdir.checkout import RENDER_APART_FROM
 from tests.test_cli_workdir import SOURCE, coco
 
 WHO = signature("tester", "tester@example.com")
@@ -126,6 +127,18 @@ def test_push_clone_and_time_travel(remote_url: tuple[str, dict[str, str]], tmp_
     assert coco_content(clone.root / SOURCE) == v0_labels
     assert clone.fsck().ok
     assert clone.rev_parse("v1", commit=True) == repo.rev_parse("v1", commit=True)
+
+
+def test_a_clone_large_enough_to_render_apart_is_its_origin(tmp_path: Path) -> None:
+    """Through `python -m dsvc`, as users run it, with the source rendered by a second process."""
+    repo = shared_repo(str(tmp_path / "remote"), tmp_path / "a", frames=RENDER_APART_FROM + 20, media_size=64)
+    argv = [sys.executable, "-m", "dsvc", "clone", str(tmp_path / "remote"), str(tmp_path / "b"), "-q"]
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout == "" and proc.stderr == "", proc.stderr
+    clone = Repo(tmp_path / "b")
+    assert digest(clone.root) == digest(repo.root)
+    assert coco_content(clone.root / SOURCE) == coco_content(repo.root / SOURCE)
+    assert clone.status().clean and clone.fsck().ok
 
 
 def test_inference_sets_travel_and_evaluate_the_same(

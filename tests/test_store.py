@@ -206,6 +206,16 @@ def test_disk_store_reopens_and_sees_other_writers(tmp_path: Path) -> None:
     assert store.get(later) == b"written by another process"
 
 
+def test_another_process_is_offered_the_store_only_when_it_would_see_everything(tmp_path: Path) -> None:
+    store = DiskObjectStore.create(tmp_path / "objects")
+    assert store.shared_root() == tmp_path / "objects"
+    with store.batch():
+        store.put(b"not yet visible to anyone else")
+        assert store.shared_root() is None
+    assert store.shared_root() == tmp_path / "objects"
+    assert MemoryObjectStore().shared_root() is None
+
+
 def test_one_batch_writes_one_pack(tmp_path: Path) -> None:
     store = DiskObjectStore.create(tmp_path / "objects")
     with store.batch():

@@ -4,6 +4,7 @@ must give exactly the answers of the slow paths, and be counted doing less work.
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import time
 from pathlib import Path
@@ -13,12 +14,13 @@ import orjson
 import pytest
 
 from benchmarks import datagen
-from dsvc import codec, tree_diff
-from dsvc.errors import DsvcError
+from dsvc import codec, tree, tree_diff
+from dsvc.errors import CorruptObject, DsvcError
 from dsvc.formats.coco import CocoFormat
+from dsvc.hashing import ObjectId
 from dsvc.objects import Signature
 from dsvc.repo import Repo
-from dsvc.workdir import renders, stage, status
+from dsvc.workdir import checkout, renders, stage, status
 from dsvc.workdir.index import RACY_NS, Index
 
 WHO = Signature("A", "a@example.com", 1_700_000_000)
@@ -279,6 +281,51 @@ def test_a_damaged_or_missing_entry_is_rendered_and_kept(
     repo.checkout("v0")
     assert renders_done == [SOURCE, SOURCE]
     assert Repo(repo.root).status().clean
+
+
+def test_a_source_rendered_apart_is_the_one_rendered_in_process(
+    two_versions: tuple[Repo, bytes], renders_done: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo, _ = two_versions
+    folder = repo.dsvc_dir / renders.FOLDER
+    shutil.rmtree(folder)
+    repo.checkout("v0")
+    assert renders_done == [SOURCE]
+    in_process = (repo.root / SOURCE).read_bytes()
+    repo.checkout("main")
+    shutil.rmtree(folder)
+    monkeypatch.setattr(checkout, "RENDER_APART_FROM", 0)
+    result = repo.checkout("v0")
+    assert renders_done == [SOURCE, SOURCE]  # v0, then main, in this process: v0 again went apart
+    assert result.rendered == [SOURCE] and (repo.root / SOURCE).read_bytes() == in_process
+    (name,) = (p.name for p in folder.iterdir())  # and the other process kept it
+    assert renders.restore(folder, name, repo.dsvc_dir / "out")
+    assert (repo.dsvc_dir / "out").read_bytes() == in_process
+    assert Repo(repo.root).status().clean
+
+
+def test_a_damaged_object_read_apart_fails_the_checkout_by_name(
+    two_versions: tuple[Repo, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo, _ = two_versions
+    shutil.rmtree(repo.dsvc_dir / renders.FOLDER)
+    v0 = repo.roots_of(repo.rev_parse("v0", commit=True))
+    damaged = max(ObjectId(v) for _, v in tree.items(repo.store, v0["labels"]))
+    for reader in repo.store.packs():
+        where = reader.index.find(damaged)
+        if where >= 0:
+            reader.path.chmod(0o644)
+            with open(reader.path, "r+b") as pack:  # in place: the pack stays mapped here
+                pack.seek(int(reader.index.offsets[where]) + int(reader.index.lengths[where]) - 1)
+                last = pack.read(1)
+                pack.seek(-1, os.SEEK_CUR)
+                pack.write(bytes([last[0] ^ 0x01]))
+    head = repo.head_commit()
+    monkeypatch.setattr(checkout, "RENDER_APART_FROM", 0)
+    with pytest.raises(CorruptObject, match=damaged.hex()) as raised:
+        Repo(repo.root).checkout("v0")
+    assert type(raised.value.__cause__).__name__ == "_RemoteTraceback"  # it was read apart
+    assert Repo(repo.root).head_commit() == head
 
 
 def test_a_source_written_after_the_add_began_is_not_kept(tmp_path: Path) -> None:

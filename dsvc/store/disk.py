@@ -50,6 +50,9 @@ class DiskObjectStore(ObjectStore):
             (root / sub).mkdir(parents=True, exist_ok=True)
         return cls(root, compression_level)
 
+    def shared_root(self) -> Path | None:
+        return self.root if self._batch is None else None
+
     def remove_temporaries(self) -> int:
         """Delete half-written packs and blobs a killed writer left; call only with the writer lock held.
         Return how many were removed."""
@@ -110,7 +113,7 @@ class DiskObjectStore(ObjectStore):
         for oid, found in zip(oids, self._locate_many(oids), strict=True):
             if found is None:
                 raise ObjectMissing(f"object {oid.hex()} is not in the store")
-            yield oid, self._verified(oid, found[0].read_at(found[1]), blob=False)
+            yield oid, bytes(self._verified(oid, found[0].view_at(found[1]), blob=False))
 
     def stored_many(self, oids: list[ObjectId]) -> Iterator[tuple[ObjectId, Buffer]]:
         """Stored bytes of many objects and blobs, located with one search per pack; packed ones are
@@ -122,11 +125,16 @@ class DiskObjectStore(ObjectStore):
             yield oid, found[0].view_at(found[1]) if found is not None else self.stored_bytes(oid)
 
     def _read_stored(self, oid: ObjectId) -> bytes | None:
+        stored = self._lend_stored(oid)
+        return None if stored is None else bytes(stored)
+
+    def _lend_stored(self, oid: ObjectId) -> Buffer | None:
+        """A view of the mapped pack; bytes while the pack is still being written."""
         for _, entries in self._in_flight:
             if oid in entries:
                 return entries[oid]
         found = self._locate(oid)
-        return None if found is None else found[0].read_at(found[1])
+        return None if found is None else found[0].view_at(found[1])
 
     def _write_stored(self, entries: dict[ObjectId, bytes]) -> None:
         if self._batch is None:

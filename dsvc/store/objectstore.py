@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar, overload
 
 from dsvc import codec
 from dsvc.atomic import Buffer, write_file
@@ -73,6 +73,10 @@ class ObjectStore(ABC):
     def _read_stored(self, oid: ObjectId) -> bytes | None:
         """Return an object's stored (framed) bytes, or None when absent."""
 
+    def _lend_stored(self, oid: ObjectId) -> Buffer | None:
+        """`_read_stored`, as a view where the store can lend its bytes without a copy."""
+        return self._read_stored(oid)
+
     @abstractmethod
     def _write_stored(self, entries: dict[ObjectId, bytes]) -> None:
         """Durably store new objects (none of which exist yet)."""
@@ -94,7 +98,7 @@ class ObjectStore(ABC):
         pending = self._batch_kind(oid)
         if pending is not None:
             return pending
-        stored = self._read_stored(oid)
+        stored = self._lend_stored(oid)
         return None if stored is None else codec.stored_kind(stored)
 
     def _batch_kind(self, oid: ObjectId) -> int | None:
@@ -147,20 +151,29 @@ class ObjectStore(ABC):
         """Return an object's canonical bytes after checking they hash to its id."""
         return self._load(oid, blob=False)
 
-    def _load(self, oid: ObjectId, blob: bool) -> bytes:
+    @overload
+    def _load(self, oid: ObjectId, blob: bool, lend: Literal[False] = False) -> bytes: ...
+    @overload
+    def _load(self, oid: ObjectId, blob: bool, lend: bool) -> Buffer: ...
+
+    def _load(self, oid: ObjectId, blob: bool, lend: bool = False) -> Buffer:
+        """An object's verified bytes; lent (a view of the stored bytes where the store can lend them,
+        valid while the store is open) when the caller only writes them out."""
         entry = self._batch.get(oid) if self._batch is not None else None
         if entry is not None:  # bytes this process hashed a moment ago
             if entry[2] != blob:
                 raise _kind_error(oid, entry[2])
             self.counters.reads += 1
             return entry[0]
-        stored = self._read_stored(oid)
+        stored = self._lend_stored(oid)
         if stored is None:
             raise ObjectMissing(f"object {oid.hex()} is not in the store")
-        return self._verified(oid, stored, blob)
+        data = self._verified(oid, stored, blob)
+        return data if lend or isinstance(data, bytes) else bytes(data)
 
-    def _verified(self, oid: ObjectId, stored: bytes, blob: bool) -> bytes:
-        """Unframe stored bytes and check their kind and that they hash to their id."""
+    def _verified(self, oid: ObjectId, stored: Buffer, blob: bool) -> Buffer:
+        """Unframe stored bytes and check their kind and that they hash to their id; a raw payload is
+        a view of stored, not a copy."""
         try:
             is_blob = codec.stored_kind(stored) in codec.BLOB_HEADERS
         except CorruptObject as exc:
@@ -169,7 +182,7 @@ class ObjectStore(ABC):
             raise _kind_error(oid, is_blob)
         self.counters.reads += 1
         try:
-            data = codec.unframe(stored)
+            data = codec.unframe_view(stored)
         except CorruptObject as exc:
             raise CorruptObject(f"object {oid.hex()} is corrupt: {exc}") from None
         if hash_bytes(data) != oid:
@@ -228,6 +241,11 @@ class ObjectStore(ABC):
         if self._batch is not None:
             found |= {oid for oid in self._batch if oid.hex().startswith(prefix)}
         return sorted(found)
+
+    def shared_root(self) -> Path | None:
+        """Where another process can open this store and read all it holds; None when it cannot (a store
+        in memory, or a batch not yet visible)."""
+        return None
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
@@ -315,7 +333,7 @@ class ObjectStore(ABC):
         not): a checkout syncs the file system once after writing all its files."""
         self.counters.blob_reads += 1
         try:
-            data = self._load(oid, blob=True)
+            data = self._load(oid, blob=True, lend=True)
         except ObjectMissing:
             self._copy_loose(oid, dest)
             return

@@ -8,8 +8,12 @@ inside the working tree.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -18,15 +22,19 @@ from dsvc.atomic import prune_empty_dirs, sync_filesystem, write_file
 from dsvc.dataset import iter_frames
 from dsvc.errors import DsvcError, InvalidInput
 from dsvc.formats import get_format
+from dsvc.gcpause import paused_gc
 from dsvc.hashing import ObjectId
 from dsvc.objects import FileEntry, Source
-from dsvc.store import ObjectStore
+from dsvc.store import DiskObjectStore, ObjectStore
 from dsvc.workdir import renders
 from dsvc.workdir.index import StatRow
 from dsvc.workdir.scan import DSVC_DIR, file_mode
 from dsvc.workdir.stage import Progress, SourceSpec, no_progress, owned_paths, source_stamp
 from dsvc.workdir.status import Changes
 
+# Files to write from which a checkout renders its annotation sources in a second process meanwhile
+# (below, starting the process costs more than the overlap saves).
+RENDER_APART_FROM = 2000
 
 @dataclass
 class CheckoutResult:
@@ -105,17 +113,37 @@ def checkout(
         missing = [b for b, here in zip(unique, store.has_blobs(unique), strict=True) if not here]
         if missing:
             fetch_blobs(missing)
-    folders: set[Path] = set()  # made (or found) by this loop: one mkdir per folder, not per file
-    for key, value in progress(sorted(changes.items()), len(changes), "writing files"):
-        rel = key.decode()
-        dest = safe_path(root, rel)
+    new_sources = _sources_to_render(store, current, target, dirty, force)
+    for key, value in sorted(changes.items()):  # removals first: no folder vanishes under a render
         if value is None:
+            rel = key.decode()
+            dest = safe_path(root, rel)
             if dest.is_file() or dest.is_symlink():
                 dest.unlink()
                 prune_empty_dirs(dest.parent, root)
-                folders.clear()
             result.removed.append(rel)
-            continue
+    writes = sorted((k, v) for k, v in changes.items() if v is not None)
+    apart = len(writes) >= RENDER_APART_FROM
+    with _rendering(store, root, target, new_sources, cache, apart) as rendered:
+        _write_files(store, root, writes, result, progress)
+        if result.written or result.removed:  # files were written without an fsync each: one sync for all
+            sync_filesystem(root)
+        if new_sources is not None:
+            _finish_sources(store, root, current, new_sources, rendered(), result)
+    return result
+
+
+def _write_files(
+    store: ObjectStore,
+    root: Path,
+    writes: list[tuple[bytes, bytes]],
+    result: CheckoutResult,
+    progress: Progress,
+) -> None:
+    folders: set[Path] = set()  # made (or found) here: one mkdir per folder, not per file
+    for key, value in progress(writes, len(writes), "writing files"):
+        rel = key.decode()
+        dest = safe_path(root, rel)
         entry = FileEntry.from_bytes(value)
         if dest.parent not in folders:
             dest.parent.mkdir(parents=True, exist_ok=True)
@@ -126,43 +154,100 @@ def checkout(
             os.chmod(dest, entry.mode)
             st = dest.stat()
         result.written.append((rel, st.st_size, st.st_mtime_ns, st.st_ino, entry.blob, file_mode(st.st_mode)))
-    if result.written or result.removed:  # files were written without an fsync each: one sync for all
-        sync_filesystem(root)
-    _render_sources(store, root, current, target, dirty, force, result, cache)
-    return result
 
 
-def _render_sources(
+def _sources_to_render(
     store: ObjectStore,
-    root: Path,
     current: Mapping[str, ObjectId],
     target: Mapping[str, ObjectId],
     dirty: Changes,
     force: bool,
-    result: CheckoutResult,
-    cache: Path | None,
-) -> None:
+) -> dict[str, Source] | None:
+    """The target's sources by path, when their files must be written again (None: they stand)."""
     same = all(current[c] == target[c] for c in ("sources", "frames", "labels"))
     if same and not (force and any(dirty.frames.values())):
+        return None
+    return {s.path: s for s in sources_of(store, target)}
+
+
+@contextmanager
+def _rendering(
+    store: ObjectStore,
+    root: Path,
+    target: Mapping[str, ObjectId],
+    sources: Mapping[str, Source] | None,
+    cache: Path | None,
+    apart: bool,
+) -> Iterator[Callable[[], dict[str, Collection[str]]]]:
+    """Write the sources' files while the caller writes the plain files; yields what returns the files
+    written per source. Apart, a second process renders: rendering is pure Python, and in a thread it
+    would wait on the GIL the file writes keep taking back (on two cores this halves a large checkout).
+    Only a store another process can open whole can be read apart."""
+    shared = store.shared_root()
+    if sources is None or not apart or shared is None:
+        yield lambda: _render_all(store, root, target, sources or {}, cache)
         return
-    old = {s.path: s for s in sources_of(store, current)}
-    new = {s.path: s for s in sources_of(store, target)}
-    for path, source in new.items():
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        job = pool.submit(_render_apart, shared, store.level, root, dict(target), cache)
+
+        def result() -> dict[str, Collection[str]]:
+            try:
+                return job.result()
+            except BrokenProcessPool as exc:
+                raise DsvcError(f"rendering the annotation sources stopped: {exc}") from None
+
+        yield result
+
+
+def _render_apart(
+    objects: Path, level: int, root: Path, target: dict[str, ObjectId], cache: Path | None
+) -> dict[str, Collection[str]]:
+    """`_render_all` in a process of its own, on its own reader of the store."""
+    store = DiskObjectStore(objects, level)
+    with paused_gc():
+        return _render_all(store, root, target, {s.path: s for s in sources_of(store, target)}, cache)
+
+
+def _render_all(
+    store: ObjectStore,
+    root: Path,
+    target: Mapping[str, ObjectId],
+    sources: Mapping[str, Source],
+    cache: Path | None,
+) -> dict[str, Collection[str]]:
+    """Write each source's files, copied from the render cache or rendered (and kept there); return the
+    files written per source."""
+    written: dict[str, Collection[str]] = {}
+    for path, source in sources.items():
         fmt = get_format(source.format)
         name = renders.key(store, target, path)
         if cache is not None and name is not None and renders.restore(cache, name, safe_path(root, path)):
-            files: Collection[str] = {path}
-        else:
-            rendered = fmt.render(source, [f for f in iter_frames(store, target) if f[1].source == path])
-            if cache is not None and name is not None and set(rendered) == {path}:
-                renders.save(cache, name, rendered[path])
-            for rel, data in sorted(rendered.items()):
-                out = safe_path(root, rel)
-                out.parent.mkdir(parents=True, exist_ok=True)
-                write_file(out, data)
-            files = rendered.keys()
-        stale = fmt.owned_paths(path, root, source.media) - set(files)
-        for rel in stale:
+            written[path] = [path]
+            continue
+        rendered = fmt.render(source, [f for f in iter_frames(store, target) if f[1].source == path])
+        if cache is not None and name is not None and set(rendered) == {path}:
+            renders.save(cache, name, rendered[path])
+        for rel, data in sorted(rendered.items()):
+            out = safe_path(root, rel)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            write_file(out, data)
+        written[path] = list(rendered)
+    return written
+
+
+def _finish_sources(
+    store: ObjectStore,
+    root: Path,
+    current: Mapping[str, ObjectId],
+    new: Mapping[str, Source],
+    written: Mapping[str, Collection[str]],
+    result: CheckoutResult,
+) -> None:
+    """Remove what the sources no longer render, and record each source's stamp."""
+    old = {s.path: s for s in sources_of(store, current)}
+    for path, source in new.items():
+        fmt = get_format(source.format)
+        for rel in fmt.owned_paths(path, root, source.media) - set(written[path]):
             safe_path(root, rel).unlink(missing_ok=True)
         result.rendered.append(path)
         spec = SourceSpec(source.path, source.format, source.media)
