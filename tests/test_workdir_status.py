@@ -420,6 +420,24 @@ def test_a_touched_source_does_not_block_a_checkout_but_a_changed_one_does(
     assert source.read_bytes() == v1
 
 
+def test_checkout_turns_a_folder_into_a_file_of_its_name_and_back(repo_dir: Path) -> None:
+    (repo_dir / "notes").mkdir()
+    (repo_dir / "notes" / "a.txt").write_bytes(b"in a folder")
+    repo = Repo(repo_dir)
+    repo.add()
+    repo.commit("v0", WHO)
+    repo.create_ref("tags", "v0")
+    shutil.rmtree(repo_dir / "notes")
+    (repo_dir / "notes").write_bytes(b"a file now")  # sorts before notes/a.txt, which must go first
+    repo.add()
+    repo.commit("v1", WHO)
+    repo.checkout("v0")
+    assert (repo_dir / "notes" / "a.txt").read_bytes() == b"in a folder"
+    repo.checkout("main")
+    assert (repo_dir / "notes").read_bytes() == b"a file now"
+    assert Repo(repo_dir).status().clean
+
+
 def test_checkout_restores_each_files_executable_bit_and_bytes(repo_dir: Path) -> None:
     tool, data = repo_dir / "bin" / "tool.sh", repo_dir / "bin" / "data.txt"
     tool.parent.mkdir()
