@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
@@ -13,10 +14,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from dsvc import codec
 from dsvc.errors import CorruptObject, ObjectMissing
 from dsvc.hashing import ObjectId, hash_bytes, hash_file
 from dsvc.store import DiskObjectStore, MemoryObjectStore, ObjectStore
-from dsvc.store.packs import PackIndex
+from dsvc.store.packs import PackIndex, write_pack
 
 
 def _corrupt_memory(store: ObjectStore, oid: ObjectId, position: int, xor: int) -> None:
@@ -349,6 +351,27 @@ def test_pack_index_lookup_uses_fanout(tmp_path: Path) -> None:
     assert int(index.fanout[-1]) == len(index) == 2000
     assert np.all(index.ids[:-1] < index.ids[1:])
     assert all(index.find(o) >= 0 for o in ids[:100])
+
+
+@given(
+    st.lists(st.binary(min_size=32, max_size=32), min_size=1, max_size=40, unique=True),
+    st.lists(st.binary(min_size=32, max_size=32), max_size=20),
+    st.binary(min_size=8, max_size=8),
+)
+def test_many_ids_are_found_where_one_is_even_when_ids_share_their_first_bytes(
+    stored: list[bytes], others: list[bytes], shared: bytes
+) -> None:
+    # Half the ids start with the same 8 bytes: find_many narrows by those bytes first.
+    stored = list(dict.fromkeys(shared + oid[8:] if i % 2 else oid for i, oid in enumerate(stored)))
+    others = [shared + oid[8:] if i % 2 else oid for i, oid in enumerate(others)]
+    with tempfile.TemporaryDirectory() as tmp:
+        name = write_pack(Path(tmp), sorted((ObjectId(oid), codec.frame(oid)) for oid in stored))
+        index = PackIndex.load(Path(tmp) / f"{name}.idx")
+        asked = stored + others
+        found = index.find_many(np.array(asked, dtype="S32")).tolist()
+        assert found == [index.find(oid) for oid in asked]
+        assert all((pos >= 0) == (oid in stored) for oid, pos in zip(asked, found, strict=True))
+        assert all(index.id_at(pos) == oid for oid, pos in zip(asked, found, strict=True) if pos >= 0)
 
 
 def test_blobs_are_readable_inside_their_batch(make_store: Callable[[], tuple], tmp_path: Path) -> None:

@@ -209,8 +209,10 @@ class ObjectStoreBackend(Backend):
 
         mode: Any = "create" if create else {"e_tag": if_match} if if_match is not None else "overwrite"
         try:
-            whole = data if isinstance(data, bytes) else b"".join(data)
-            result = obstore.put(self.store, check_key(key), whole, mode=mode)
+            # Parts go as they are (a multipart upload reads them in turn); a conditional PUT is one
+            # request and needs the bytes whole.
+            body = data if isinstance(data, bytes) or mode == "overwrite" else b"".join(data)
+            result = obstore.put(self.store, check_key(key), body, mode=mode)
         except (AlreadyExistsError, PreconditionError):
             raise PreconditionFailed(f"{key} exists or changed on {self.url}") from None
         except Exception as exc:

@@ -97,12 +97,13 @@ class DiskObjectStore(ObjectStore):
         where: list[tuple[PackReader, int] | None] = [None] * len(oids)
         missing = np.ones(len(oids), dtype=bool)
         for reader in self.packs():
-            if not missing.any():
+            todo = np.flatnonzero(missing)  # each pack is searched for what no earlier one held
+            if not len(todo):
                 break
-            positions = reader.index.find_many(wanted)
-            for i in np.nonzero(missing & (positions >= 0))[0]:
-                where[i] = (reader, int(positions[i]))
-            missing &= positions < 0
+            positions = reader.index.find_many(wanted[todo])
+            for i, position in zip(todo[positions >= 0], positions[positions >= 0], strict=True):
+                where[i] = (reader, int(position))
+            missing[todo[positions >= 0]] = False
         return where
 
     def get_many(self, oids: list[ObjectId]) -> Iterator[tuple[ObjectId, bytes]]:
@@ -190,7 +191,10 @@ class DiskObjectStore(ObjectStore):
         found = np.array([any(oid in entries for _, entries in self._in_flight) for oid in oids], dtype=bool)
         for readers in (list(self._packs.values()), None):
             for reader in readers if readers is not None else self._refresh():
-                found |= reader.index.find_many(wanted) >= 0
+                todo = np.flatnonzero(~found)  # each pack is searched for what no earlier one held
+                if not len(todo):
+                    break
+                found[todo] = reader.index.find_many(wanted[todo]) >= 0
             if found.all():
                 break
         return [bool(f) for f in found]

@@ -10,6 +10,7 @@ id and every entry against the end of its pack.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import mmap
 import os
@@ -109,16 +110,35 @@ class PackIndex:
         """Return, for an S32 array of ids, each one's position here or -1: one vectorised search."""
         if len(self.ids) == 0:
             return np.full(len(wanted), -1, dtype=np.int64)
-        pos = np.searchsorted(self.ids, wanted)
-        clipped = np.minimum(pos, len(self.ids) - 1)
-        hit = self.ids[clipped] == wanted
-        return np.where(hit, clipped, -1)
+        keys = _leading_words(wanted)
+        pos = np.minimum(np.searchsorted(self.leading, keys), len(self.ids) - 1)
+        hit = self.ids[pos] == wanted
+        # Ids that share their first 8 bytes with another (vanishingly rare) may sit past the first of
+        # them: those are searched by their whole id.
+        shared = np.flatnonzero(~hit & (self.leading[pos] == keys))
+        if len(shared):
+            exact = np.minimum(np.searchsorted(self.ids, wanted[shared]), len(self.ids) - 1)
+            pos[shared] = exact
+            hit[shared] = self.ids[exact] == wanted[shared]
+        return np.where(hit, pos, -1)
+
+    @functools.cached_property
+    def leading(self) -> np.ndarray:
+        """Each id's first 8 bytes as a native integer, in id order: searched many times faster than
+        the 32-byte strings (numpy compares those byte by byte)."""
+        return _leading_words(self.ids)
 
     def prefix_range(self, low: bytes, high: bytes) -> list[ObjectId]:
         """Return the ids in [low, high]: used to expand abbreviated ids."""
         start = int(np.searchsorted(self.ids, np.array([low], dtype=ID_DTYPE))[0])
         stop = int(np.searchsorted(self.ids, np.array([high], dtype=ID_DTYPE), side="right")[0])
         return [self.id_at(p) for p in range(start, stop)]
+
+
+def _leading_words(ids: np.ndarray) -> np.ndarray:
+    """The first 8 bytes of each of an array of ids, big-endian, as native unsigned integers: ordered
+    as the ids are."""
+    return np.ascontiguousarray(ids).view(">u8").reshape(-1, ID_SIZE // 8)[:, 0].astype(np.uint64)
 
 
 def _checksum_problem(data: bytes | mmap.mmap, label: str) -> str | None:

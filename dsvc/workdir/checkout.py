@@ -36,6 +36,7 @@ from dsvc.workdir.status import Changes
 # (below, starting the process costs more than the overlap saves).
 RENDER_APART_FROM = 2000
 
+
 @dataclass
 class CheckoutResult:
     """What a checkout wrote, for the stat cache and the report."""
