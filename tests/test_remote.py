@@ -18,6 +18,7 @@ import pytest
 
 from benchmarks import datagen
 from dsvc import tree
+from dsvc.atomic import Buffer
 from dsvc.errors import NonFastForward, RemoteError
 from dsvc.history import signature
 from dsvc.objects import FileEntry
@@ -238,7 +239,7 @@ class FailingBackend(Backend):
     def get(self, key: str) -> Fetched:
         return self.inner.get(key)
 
-    def get_ranges(self, key: str, ranges: Any) -> list[bytes]:
+    def get_ranges(self, key: str, ranges: Any) -> list[Buffer]:
         return self.inner.get_ranges(key, ranges)
 
     def head(self, key: str) -> Stat | None:

@@ -78,8 +78,9 @@ class Backend(ABC):
         """Read a whole key (NotOnRemote when absent)."""
 
     @abstractmethod
-    def get_ranges(self, key: str, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
-        """Read byte ranges [start, end) of a key, in one request where the store allows."""
+    def get_ranges(self, key: str, ranges: Sequence[tuple[int, int]]) -> list[Buffer]:
+        """Read byte ranges [start, end) of a key, in one request where the store allows (as the
+        client received them: views where it lends its buffers)."""
 
     @abstractmethod
     def head(self, key: str) -> Stat | None:
@@ -162,13 +163,13 @@ class FolderBackend(Backend):
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise NotOnRemote(f"{key} is not on {self.url}") from None
 
-    def get_ranges(self, key: str, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+    def get_ranges(self, key: str, ranges: Sequence[tuple[int, int]]) -> list[Buffer]:
         try:
             fd = os.open(self._path(key), os.O_RDONLY)
         except (FileNotFoundError, NotADirectoryError):
             raise NotOnRemote(f"{key} is not on {self.url}") from None
         try:
-            out = [os.pread(fd, end - start, start) for start, end in ranges]
+            out: list[Buffer] = [os.pread(fd, end - start, start) for start, end in ranges]
         finally:
             os.close(fd)
         if any(len(chunk) != end - start for chunk, (start, end) in zip(out, ranges, strict=True)):
@@ -230,7 +231,7 @@ class ObjectStoreBackend(Backend):
         except Exception as exc:
             raise _remote_error(self.url, key, exc) from None
 
-    def get_ranges(self, key: str, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+    def get_ranges(self, key: str, ranges: Sequence[tuple[int, int]]) -> list[Buffer]:
         import obstore
 
         if not ranges:
@@ -243,7 +244,7 @@ class ObjectStoreBackend(Backend):
             raise NotOnRemote(f"{key} is not on {self.url}") from None
         except Exception as exc:
             raise _remote_error(self.url, key, exc) from None
-        out = [bytes(chunk) for chunk in chunks]
+        out: list[Buffer] = [memoryview(chunk) for chunk in chunks]  # obstore's buffers, not copies
         if any(len(chunk) != end - start for chunk, (start, end) in zip(out, ranges, strict=True)):
             raise RemoteError(f"{key} on {self.url} is shorter than a range read from it")
         return out
@@ -296,7 +297,7 @@ class CountingBackend(Backend):
         self.requests += 1
         return self.inner.get(key)
 
-    def get_ranges(self, key: str, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+    def get_ranges(self, key: str, ranges: Sequence[tuple[int, int]]) -> list[Buffer]:
         self.requests += 1
         return self.inner.get_ranges(key, ranges)
 

@@ -156,12 +156,12 @@ def plan_reads(index: RemoteIndex, positions: np.ndarray) -> list[Span]:
     return spans
 
 
-def verified_entry(index: RemoteIndex, position: int, stored: bytes, blob: bool) -> ObjectId:
+def verified_entry(index: RemoteIndex, position: int, stored: Buffer, blob: bool) -> ObjectId:
     """Check one entry a remote sent: its kind is the one its pack holds, and it hashes to its id."""
     oid = index.id_at(position)
     try:
         is_blob = codec.stored_kind(stored) in codec.BLOB_HEADERS
-        data = codec.unframe(stored)
+        data = codec.unframe_view(stored)
     except CorruptObject as exc:
         raise RemoteError(f"object {oid.hex()} from the remote is corrupt: {exc}") from None
     if is_blob != blob:
@@ -188,20 +188,21 @@ def download(
         raise RemoteError(f"the remote lacks object {first.hex()} that its refs reach")
     spans = plan_reads(index, np.unique(positions))
 
-    def read(span: Span) -> tuple[Span, dict[ObjectId, bytes], int]:
+    def read(span: Span) -> tuple[Span, dict[ObjectId, Buffer], int]:
         name = index.names[span.pack]
         [data] = backend.get_ranges(pack_key(name, "pack"), [(span.start, span.end)])
-        entries = {}
+        view = memoryview(data)  # entries are views of the read until the local pack is written
+        entries: dict[ObjectId, Buffer] = {}
         for pos in span.positions:
             offset = int(index.offsets[pos]) - span.start
-            stored = data[offset : offset + int(index.lengths[pos])]
+            stored = view[offset : offset + int(index.lengths[pos])]
             entries[verified_entry(index, pos, stored, name.startswith(MEDIA_PACK))] = stored
         return span, entries, len(data)
 
     count = total = 0
-    buffered: dict[ObjectId, bytes] = {}
+    buffered: dict[ObjectId, Buffer] = {}
     buffered_bytes = 0
-    pending: list[Future[tuple[Span, dict[ObjectId, bytes], int]]] = []
+    pending: list[Future[tuple[Span, dict[ObjectId, Buffer], int]]] = []
     in_flight = 0
     with ThreadPoolExecutor(WORKERS, thread_name_prefix="dsvc-fetch") as pool:
         try:

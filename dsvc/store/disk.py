@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -41,7 +41,7 @@ class DiskObjectStore(ObjectStore):
         # Packs of the current batch: written by a background thread while the caller goes on reading and
         # hashing (on two cores the copy then costs little time), durable and visible when the batch ends.
         self._writer: ThreadPoolExecutor | None = None
-        self._in_flight: list[tuple[Future[PendingPack], dict[ObjectId, bytes]]] = []
+        self._in_flight: list[tuple[Future[PendingPack], Mapping[ObjectId, Buffer]]] = []
         self._pending: list[PendingPack] = []
 
     @classmethod
@@ -137,7 +137,7 @@ class DiskObjectStore(ObjectStore):
         found = self._locate(oid)
         return None if found is None else found[0].view_at(found[1])
 
-    def _write_stored(self, entries: dict[ObjectId, bytes]) -> None:
+    def _write_stored(self, entries: Mapping[ObjectId, Buffer]) -> None:
         if self._batch is None:
             self._open(write_pack(self.pack_dir, sorted(entries.items())))
             if len(self._packs) > MAX_PACKS:

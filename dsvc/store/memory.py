@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from dsvc import codec
-from dsvc.atomic import write_file
+from dsvc.atomic import Buffer, write_file
 from dsvc.errors import CorruptObject, ObjectMissing
 from dsvc.hashing import ObjectId, hash_bytes
 from dsvc.store.objectstore import ObjectStore
@@ -24,8 +24,8 @@ class MemoryObjectStore(ObjectStore):
     def _read_stored(self, oid: ObjectId) -> bytes | None:
         return self.objects.get(oid)
 
-    def _write_stored(self, entries: dict[ObjectId, bytes]) -> None:
-        self.objects.update(entries)
+    def _write_stored(self, entries: Mapping[ObjectId, Buffer]) -> None:
+        self.objects.update((oid, bytes(stored)) for oid, stored in entries.items())  # not views
 
     def _has_stored(self, oids: list[ObjectId]) -> list[bool]:
         return [oid in self.objects for oid in oids]

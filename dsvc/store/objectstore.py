@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TypeVar, overload
@@ -78,7 +78,7 @@ class ObjectStore(ABC):
         return self._read_stored(oid)
 
     @abstractmethod
-    def _write_stored(self, entries: dict[ObjectId, bytes]) -> None:
+    def _write_stored(self, entries: Mapping[ObjectId, Buffer]) -> None:
         """Durably store new objects (none of which exist yet)."""
 
     @abstractmethod
@@ -371,7 +371,7 @@ class ObjectStore(ABC):
         for oid in oids:
             yield oid, self.stored_bytes(oid)
 
-    def put_stored(self, entries: dict[ObjectId, bytes]) -> int:
+    def put_stored(self, entries: Mapping[ObjectId, Buffer]) -> int:
         """Store framed entries that the caller has verified against their ids (a fetch); entries already
         stored are skipped. Inside a batch they become visible when it ends. Return how many were new."""
         ids = list(entries)

@@ -214,7 +214,7 @@ class PendingPack:
     index: PackIndex
 
 
-def write_pack_data(folder: Path, entries: Iterable[tuple[ObjectId, bytes]]) -> PendingPack:
+def write_pack_data(folder: Path, entries: Iterable[tuple[ObjectId, Buffer]]) -> PendingPack:
     """Write (id, stored bytes) pairs, sorted by id and unique, to a temporary pack; `finish_pack` makes it
     durable and visible. Entries stream straight to disk, in memory bounded by the index."""
     name_hash = hasher()
@@ -311,7 +311,7 @@ def finish_pack(pending: PendingPack) -> str:
     return name
 
 
-def write_pack(folder: Path, entries: Iterable[tuple[ObjectId, bytes]]) -> str:
+def write_pack(folder: Path, entries: Iterable[tuple[ObjectId, Buffer]]) -> str:
     """Write entries as a new durable, visible pack; return its name."""
     return finish_pack(write_pack_data(folder, entries))
 
