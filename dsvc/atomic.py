@@ -77,6 +77,26 @@ def write_file(path: Path, data: Buffer, mode: int = 0o644, durable: bool = True
         fsync_dir(path.parent)
 
 
+def place_file(path: Path, data: Buffer, mode: int = 0o644) -> None:
+    """Write data at path without an fsync (a checkout syncs once after all its files): straight under
+    its name when nothing is there, since a crash can then leave only a partial new file that replaces
+    nothing; through a temporary name and a rename otherwise, so no file is ever half-replaced."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    except FileExistsError:
+        write_file(path, data, mode, durable=False)
+        return
+    try:
+        write_all(fd, data)
+    except BaseException as exc:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise naming(exc, path) from None
+        raise
+    os.close(fd)
+
+
 def start_writeback(fd: int, offset: int, length: int) -> None:
     """Ask the kernel to start writing a just-written range to disk, without waiting (Linux only)."""
     if _sync_file_range is not None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Literal, TypeVar, overload
 
 from dsvc import codec
-from dsvc.atomic import Buffer, write_file
+from dsvc.atomic import Buffer, place_file
 from dsvc.errors import CorruptObject, ObjectMissing
 from dsvc.hashing import HEX_SIZE, ObjectId, hash_bytes, iter_chunks
 from dsvc.objects import StoredObject, load
@@ -329,15 +329,16 @@ class ObjectStore(ABC):
             return self._read_loose(oid)
 
     def copy_blob(self, oid: ObjectId, dest: Path) -> None:
-        """Write a blob to dest atomically, verified against its id. Not fsynced (as loose copies are
-        not): a checkout syncs the file system once after writing all its files."""
+        """Write a blob to dest, verified against its id before any byte is written (see `place_file`).
+        Not fsynced (as loose copies are not): a checkout syncs the file system once after writing all
+        its files."""
         self.counters.blob_reads += 1
         try:
             data = self._load(oid, blob=True, lend=True)
         except ObjectMissing:
             self._copy_loose(oid, dest)
             return
-        write_file(dest, data, durable=False)
+        place_file(dest, data)
 
     def get_many(self, oids: list[ObjectId]) -> Iterator[tuple[ObjectId, bytes]]:
         """Yield (id, verified bytes) for many objects, in the order given; one vectorised lookup."""
