@@ -70,12 +70,7 @@ def _conflicts(
     local = {p for kind in ("modified", "removed") for p in dirty.files[kind]}
     untracked = set(dirty.files["added"])
     found = sorted((touched & local) | {p for p in untracked if tree.get(store, target["files"], p.encode())})
-    renders = (
-        current["sources"] != target["sources"]
-        or current["frames"] != target["frames"]
-        or (current["labels"] != target["labels"])
-    )
-    if renders and any(dirty.frames.values()):
+    if _sources_differ(current, target) and any(dirty.frames.values()):
         found.append("annotation sources (frames changed locally)")
     return found
 
@@ -165,10 +160,14 @@ def _sources_to_render(
     force: bool,
 ) -> dict[str, Source] | None:
     """The target's sources by path, when their files must be written again (None: they stand)."""
-    same = all(current[c] == target[c] for c in ("sources", "frames", "labels"))
-    if same and not (force and any(dirty.frames.values())):
+    if not _sources_differ(current, target) and not (force and any(dirty.frames.values())):
         return None
     return {s.path: s for s in sources_of(store, target)}
+
+
+def _sources_differ(current: Mapping[str, ObjectId], target: Mapping[str, ObjectId]) -> bool:
+    """Whether the annotation sources render differently: they are rendered from these columns."""
+    return any(current[c] != target[c] for c in ("sources", "frames", "labels"))
 
 
 @contextmanager
