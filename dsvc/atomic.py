@@ -11,7 +11,7 @@ import ctypes
 import ctypes.util
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -128,6 +128,25 @@ def write_all(fd: int, data: Buffer) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
+
+
+IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 16
+
+
+def write_parts(fd: int, parts: Sequence[Buffer]) -> None:
+    """Write buffers one after another with one system call per IOV_MAX of them (a pack's thousands of
+    entries), starting the disk's writeback of each run so a closing fsync finds little left."""
+    offset = os.lseek(fd, 0, os.SEEK_CUR)
+    for start in range(0, len(parts), IOV_MAX):
+        run = parts[start : start + IOV_MAX]
+        size = sum(map(len, run))
+        done = os.writev(fd, run)
+        for part in run if done < size else ():  # a short write: the rest one buffer at a time
+            if done < len(part):
+                write_all(fd, memoryview(part)[done:])
+            done = max(0, done - len(part))
+        start_writeback(fd, offset, size)
+        offset += size
 
 
 def prune_empty_dirs(folder: Path, stop: Path) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dsvc.atomic import place_file, write_file
+from dsvc.atomic import IOV_MAX, place_file, write_file, write_parts
 
 
 @contextlib.contextmanager
@@ -64,3 +64,24 @@ def test_a_durable_write_replaces_the_file_and_leaves_no_temporary(tmp_path: Pat
     write_file(target, b"one")
     write_file(target, b"two")
     assert target.read_bytes() == b"two" and os.listdir(tmp_path) == ["config"]
+
+
+def test_parts_are_written_in_order_past_the_system_call_limit(tmp_path: Path) -> None:
+    parts = [(b"%d," % i) if i % 2 else memoryview(b"<%d>" % i) for i in range(2 * IOV_MAX + 7)]
+    fd = os.open(tmp_path / "parts", os.O_WRONLY | os.O_CREAT)
+    try:
+        write_parts(fd, parts)
+    finally:
+        os.close(fd)
+    assert (tmp_path / "parts").read_bytes() == b"".join(parts)
+
+
+def test_parts_cut_short_by_a_size_limit_fail_rather_than_leave_a_gap(tmp_path: Path) -> None:
+    parts = [b"a" * 1000, b"b" * 1000, b"c" * 1000]
+    fd = os.open(tmp_path / "parts", os.O_WRONLY | os.O_CREAT)
+    try:  # the limit cuts the first call short inside the second part; the rest cannot be written
+        with file_size_limit(1500), pytest.raises(OSError):
+            write_parts(fd, parts)
+    finally:
+        os.close(fd)
+    assert (tmp_path / "parts").read_bytes() == b"a" * 1000 + b"b" * 500
