@@ -283,6 +283,19 @@ def test_a_damaged_or_missing_entry_is_rendered_and_kept(
     assert Repo(repo.root).status().clean
 
 
+def apart_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The functions checkout hands to a second process, by name."""
+    started: list[str] = []
+    real = checkout.Apart
+
+    def spy(func: Any, *args: Any) -> Any:
+        started.append(func.__name__)
+        return real(func, *args)
+
+    monkeypatch.setattr(checkout, "Apart", spy)
+    return started
+
+
 def test_a_source_rendered_apart_is_the_one_rendered_in_process(
     two_versions: tuple[Repo, bytes], renders_done: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -295,7 +308,9 @@ def test_a_source_rendered_apart_is_the_one_rendered_in_process(
     repo.checkout("main")
     shutil.rmtree(folder)
     monkeypatch.setattr(checkout, "RENDER_APART_FROM", 0)
+    started = apart_calls(monkeypatch)
     result = repo.checkout("v0")
+    assert started == ["_render_apart"]
     assert renders_done == [SOURCE, SOURCE]  # v0, then main, in this process: v0 again went apart
     assert result.rendered == [SOURCE] and (repo.root / SOURCE).read_bytes() == in_process
     (name,) = (p.name for p in folder.iterdir())  # and the other process kept it
@@ -322,9 +337,10 @@ def test_a_damaged_object_read_apart_fails_the_checkout_by_name(
                 pack.write(bytes([last[0] ^ 0x01]))
     head = repo.head_commit()
     monkeypatch.setattr(checkout, "RENDER_APART_FROM", 0)
-    with pytest.raises(CorruptObject, match=damaged.hex()) as raised:
+    started = apart_calls(monkeypatch)
+    with pytest.raises(CorruptObject, match=damaged.hex()):
         Repo(repo.root).checkout("v0")
-    assert type(raised.value.__cause__).__name__ == "_RemoteTraceback"  # it was read apart
+    assert started == ["_render_apart"]  # it was read apart
     assert Repo(repo.root).head_commit() == head
 
 

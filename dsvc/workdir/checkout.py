@@ -8,11 +8,8 @@ inside the working tree.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 from collections.abc import Callable, Collection, Iterator, Mapping
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -27,6 +24,7 @@ from dsvc.hashing import ObjectId
 from dsvc.objects import FileEntry, Source
 from dsvc.store import DiskObjectStore, ObjectStore
 from dsvc.workdir import renders
+from dsvc.workdir.apart import Apart
 from dsvc.workdir.index import StatRow
 from dsvc.workdir.scan import DSVC_DIR, file_mode
 from dsvc.workdir.stage import Progress, SourceSpec, no_progress, owned_paths, source_stamp
@@ -187,16 +185,8 @@ def _rendering(
     if sources is None or not apart or shared is None:
         yield lambda: _render_all(store, root, target, sources or {}, cache)
         return
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        job = pool.submit(_render_apart, shared, store.level, root, dict(target), cache)
-
-        def result() -> dict[str, Collection[str]]:
-            try:
-                return job.result()
-            except BrokenProcessPool as exc:
-                raise DsvcError(f"rendering the annotation sources stopped: {exc}") from None
-
-        yield result
+    with Apart(_render_apart, shared, store.level, root, dict(target), cache) as job:
+        yield job.result
 
 
 def _render_apart(
