@@ -48,22 +48,30 @@ def fsync_dir(folder: Path) -> None:
 
 
 @contextmanager
-def temporary_file(path: Path, mode: int = 0o644) -> Iterator[tuple[int, Path]]:
-    """An open descriptor on a new temporary file beside path, closed on leaving; if the block raises,
-    the file is removed too (and an OSError names path). The caller renames it into place."""
-    tmp = temp_name(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+def new_file(path: Path, mode: int = 0o644, names: Path | None = None) -> Iterator[int]:
+    """An open descriptor on a file created at path (FileExistsError if one is there), closed on
+    leaving; if the block raises, the file is removed too (and an OSError names `names`, else path)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
-        yield fd, tmp
+        yield fd
     except OSError as exc:
         os.close(fd)
-        tmp.unlink(missing_ok=True)
-        raise naming(exc, path) from None
+        path.unlink(missing_ok=True)
+        raise naming(exc, names or path) from None
     except BaseException:
         os.close(fd)
-        tmp.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
         raise
     os.close(fd)
+
+
+@contextmanager
+def temporary_file(path: Path, mode: int = 0o644) -> Iterator[tuple[int, Path]]:
+    """An open descriptor on a new temporary file beside path (see `new_file`; an OSError names path).
+    The caller renames it into place."""
+    tmp = temp_name(path)
+    with new_file(tmp, mode, names=path) as fd:
+        yield fd, tmp
 
 
 def write_file(path: Path, data: Buffer, mode: int = 0o644, durable: bool = True) -> None:
@@ -82,19 +90,10 @@ def place_file(path: Path, data: Buffer, mode: int = 0o644) -> None:
     its name when nothing is there, since a crash can then leave only a partial new file that replaces
     nothing; through a temporary name and a rename otherwise, so no file is ever half-replaced."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        with new_file(path, mode) as fd:
+            write_all(fd, data)
     except FileExistsError:
         write_file(path, data, mode, durable=False)
-        return
-    try:
-        write_all(fd, data)
-    except BaseException as exc:
-        os.close(fd)
-        path.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise naming(exc, path) from None
-        raise
-    os.close(fd)
 
 
 def start_writeback(fd: int, offset: int, length: int) -> None:

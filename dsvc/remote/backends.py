@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlparse
 
-from dsvc.atomic import Buffer, fsync_dir, write_parts
+from dsvc.atomic import Buffer, fsync_dir, new_file, write_parts
 from dsvc.errors import InvalidInput, RemoteError
 
 # What a put writes: bytes, or bytes in parts (a pack laid out from views into local packs).
@@ -116,15 +116,9 @@ class FolderBackend(Backend):
     def _write_temp(self, data: Data) -> Path:
         self._tmp.mkdir(parents=True, exist_ok=True)
         tmp = self._tmp / f"put-{secrets.token_hex(8)}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
+        with new_file(tmp) as fd:
             write_parts(fd, [data] if isinstance(data, bytes) else data)
             os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            tmp.unlink(missing_ok=True)
-            raise
-        os.close(fd)
         return tmp
 
     def put(self, key: str, data: Data, *, create: bool = False, if_match: str | None = None) -> str:
