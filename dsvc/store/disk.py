@@ -185,19 +185,11 @@ class DiskObjectStore(ObjectStore):
         return len(readers)
 
     def _has_stored(self, oids: list[ObjectId]) -> list[bool]:
-        if not oids:
-            return []
-        wanted = np.array(oids, dtype=ID_DTYPE)
-        found = np.array([any(oid in entries for _, entries in self._in_flight) for oid in oids], dtype=bool)
-        for readers in (list(self._packs.values()), None):
-            for reader in readers if readers is not None else self._refresh():
-                todo = np.flatnonzero(~found)  # each pack is searched for what no earlier one held
-                if not len(todo):
-                    break
-                found[todo] = reader.index.find_many(wanted[todo]) >= 0
-            if found.all():
-                break
-        return [bool(f) for f in found]
+        located = self._locate_many(oids) if oids else []
+        return [
+            found is not None or any(oid in entries for _, entries in self._in_flight)
+            for oid, found in zip(oids, located, strict=True)
+        ]
 
     def index_problems(self) -> Iterator[tuple[str, str]]:
         for reader in self.packs():
